@@ -1,0 +1,94 @@
+"""Who may call: the Provider by an Ethereum signature, operators by the Admin header.
+
+The signed message format lives in `signed_message` alone. Checks run in the order that keeps a
+forged request from costing anything: signature, then allowlist, and only then the nonce is
+consumed, so a stranger cannot burn the Provider's nonces. Everything fails closed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils.crypto import keccak
+
+from common import store
+from common.config import Settings
+from common.db import Database
+from common.errors import BadRequest, Unauthorized
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_MISSING = "`providerSignature` of agreementId is required."
+UNRECOVERABLE = "Failed to recover address"
+
+
+@dataclass(frozen=True)
+class Nonce:
+    """A nonce as the Provider sent it: `text` is what it signed, `value` what we compare."""
+
+    text: str
+    value: Decimal
+
+
+def signed_message(owner: str, job_id: str | None, nonce: Nonce) -> str:
+    """What the Provider signs: owner + jobId + nonce, the jobId only when the call names one."""
+    return f"{owner}{job_id or ''}{nonce.text}"
+
+
+def recover_signer(message: str, signature: str) -> str:
+    """The address that signed keccak256(message) as an EIP-191 personal message.
+    v may be 0/1 (eth_keys) or 27/28 (ethers); eth-account accepts both."""
+    try:
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        if len(raw) != 65:
+            raise ValueError("a signature is 65 bytes")
+        if raw[64] in (0, 1):
+            raw = raw[:64] + bytes([raw[64] + 27])
+        digest = keccak(text=message)
+        address: str = Account.recover_message(encode_defunct(primitive=digest), signature=raw)
+    except Exception:  # any malformed signature, whatever the library raises for it
+        raise BadRequest(UNRECOVERABLE) from None
+    return address
+
+
+def authenticate_provider(
+    settings: Settings,
+    db: Database,
+    *,
+    owner: str,
+    job_id: str | None,
+    signature: str | None,
+    nonce: Nonce,
+) -> str | None:
+    """Return the signing Provider's address; raise when the call may not proceed.
+    With SIGNATURE_REQUIRED=0 (legacy), nothing is checked and no signer is known."""
+    if not settings.signature_required:
+        return None
+    if not signature:
+        raise BadRequest(SIGNATURE_MISSING)
+    signer = recover_signer(signed_message(owner, job_id, nonce), signature)
+    if signer.lower() not in settings.allowed_providers:
+        log.info("rejected a request signed by %s: not in ALLOWED_PROVIDERS", signer)
+        raise Unauthorized(
+            f"The signing ethereum account {signer} is not authorized to use this service."
+        )
+    if not store.consume_nonce(db, signer, nonce.value):
+        raise Unauthorized(f"Nonce {nonce.text} was already used or is too old")
+    return signer
+
+
+def authenticate_admin(settings: Settings, header: str | None) -> None:
+    if not header:
+        raise BadRequest("The Admin header is required")
+    # Compare with every secret, always: the time taken says nothing about which one matched.
+    given = header.encode()
+    matched = False
+    for secret in settings.allowed_admins:
+        matched |= hmac.compare_digest(given, secret.encode())
+    if not matched:
+        raise Unauthorized("Invalid Admin header")

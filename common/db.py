@@ -1,0 +1,190 @@
+"""PostgreSQL access: one pg8000 connection per thread, reused, replaced after a failure.
+
+Every pg8000 error is translated here: a lost or refused connection becomes `Unavailable`
+(503), a unique-index violation becomes `UniqueViolation` for the store to name, and anything
+else is a bug that surfaces as a 500. Sessions run in UTC because the engine's timestamps are
+`without time zone` filled with NOW().
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pg8000.native as pg
+
+from common.config import Settings
+from common.errors import Conflict, Unavailable
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes that mean "the server is not there for us right now", not "your query is bad":
+# 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown,
+# cannot connect now), 40 serialization failure / deadlock (retryable by the caller).
+UNAVAILABLE_CLASSES = ("08", "53", "57", "40")
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_MS = 15_000
+Row = list[Any]
+
+
+class UniqueViolation(Exception):
+    """An INSERT hit a unique index; `constraint` names it so the store can explain which."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+class Session:
+    """One connection and the statements prepared on it. Preparing once makes every later run
+    of a statement a single round trip, instead of parse, describe and execute."""
+
+    def __init__(self, conn: pg.Connection) -> None:
+        self.conn = conn
+        self.prepared: dict[str, pg.PreparedStatement] = {}
+
+    def run(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        if not params:  # simple protocol: several statements may share one call
+            return self.conn.run(sql) or []
+        statement = self.prepared.get(sql)
+        if statement is None:
+            statement = self.prepared[sql] = self.conn.prepare(sql)
+        return statement.run(**params) or []
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except (pg.Error, OSError):
+            pass
+
+
+class Database:
+    """Thread-safe by construction: each thread talks over its own connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._local = threading.local()
+
+    def query(self, sql: str, **params: Any) -> list[Row]:
+        """One statement in its own transaction. Reads are retried once on a fresh connection,
+        so a server restart between requests costs no error; use `transaction` for writes."""
+        try:
+            return self._run(self._connection(), sql, params)
+        except Unavailable:
+            return self._run(self._connection(), sql, params)
+
+    def execute(self, sql: str, **params: Any) -> list[Row]:
+        """One write statement in its own transaction; never retried, since it may have run."""
+        return self._run(self._connection(), sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        conn = self._connection()
+        try:
+            self._run(conn, "BEGIN", {})
+        except Unavailable:  # a stale connection: nothing ran yet, so a fresh one is safe
+            conn = self._connection()
+            self._run(conn, "BEGIN", {})
+        try:
+            yield Transaction(self, conn)
+        except BaseException:
+            self._rollback(conn)
+            raise
+        self._run(conn, "COMMIT", {})
+
+    def close(self) -> None:
+        """Close this thread's connection (tests and shutdown); the next call reconnects."""
+        session = getattr(self._local, "session", None)
+        self._local.session = None
+        if session is not None:
+            session.close()
+
+    def _connection(self) -> Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = Session(self._connect())
+        return session
+
+    def _connect(self) -> pg.Connection:
+        s = self._settings
+        is_socket_dir = s.postgres_host.startswith("/")
+        try:
+            conn = pg.Connection(
+                user=s.postgres_user,
+                password=s.postgres_password or None,
+                database=s.postgres_db,
+                host=None if is_socket_dir else s.postgres_host,
+                port=s.postgres_port,
+                unix_sock=f"{s.postgres_host}/.s.PGSQL.{s.postgres_port}"
+                if is_socket_dir
+                else None,
+                timeout=CONNECT_TIMEOUT_SECONDS + STATEMENT_TIMEOUT_MS / 1000,
+                application_name="operator-service",
+                startup_params={
+                    "TimeZone": "UTC",
+                    "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+                },
+            )
+        except pg.InterfaceError as exc:
+            log.warning("cannot connect to PostgreSQL at %s: %s", s.postgres_host, exc)
+            raise Unavailable("database unavailable") from None
+        except pg.DatabaseError as exc:
+            # Wrong password, unknown database: an operator's fault, reported as unavailable.
+            log.error("PostgreSQL refused the connection: %s", _describe(exc))
+            raise Unavailable("database unavailable") from None
+        return conn
+
+    def _run(self, conn: Session, sql: str, params: dict[str, Any]) -> list[Row]:
+        try:
+            return conn.run(sql, params)
+        except pg.DatabaseError as exc:
+            fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            code = str(fields.get("C", ""))
+            if code == "23505":
+                raise UniqueViolation(str(fields.get("n", ""))) from None
+            if code == "P0001":  # RAISE EXCEPTION in our own schema: its message is for people
+                raise Conflict(str(fields.get("M", "conflict"))) from None
+            # 0A000: a prepared plan outlived a schema upgrade; a fresh connection re-prepares.
+            if code[:2] in UNAVAILABLE_CLASSES or code == "0A000":
+                self._discard(conn)
+                log.warning("PostgreSQL unavailable: %s", _describe(exc))
+                raise Unavailable("database unavailable") from None
+            if code == "42P01" or code == "42883":  # undefined table / function
+                log.error("database schema missing: %s", _describe(exc))
+                raise Unavailable("database not initialised: POST /pgsqlinit first") from None
+            raise
+        except (pg.InterfaceError, OSError) as exc:
+            self._discard(conn)
+            log.warning("PostgreSQL connection lost: %s", exc)
+            raise Unavailable("database unavailable") from None
+
+    def _rollback(self, conn: Session) -> None:
+        if getattr(self._local, "session", None) is conn:
+            try:
+                conn.run("ROLLBACK", {})
+            except (pg.Error, OSError):
+                self._discard(conn)
+
+    def _discard(self, conn: Session) -> None:
+        if getattr(self._local, "session", None) is conn:
+            self._local.session = None
+        conn.close()
+
+
+class Transaction:
+    """Statements inside one BEGIN ... COMMIT on the calling thread's connection."""
+
+    def __init__(self, db: Database, conn: Session) -> None:
+        self._db = db
+        self._conn = conn
+
+    def run(self, sql: str, **params: Any) -> list[Row]:
+        return self._db._run(self._conn, sql, params)
+
+
+def _describe(exc: pg.DatabaseError) -> str:
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return f"{fields.get('C', '?')} {fields.get('M', exc)}"

@@ -1,0 +1,10 @@
+// Starts the Swagger UI on the service's own OpenAPI document.
+window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "/spec",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: "StandaloneLayout",
+  });
+};

@@ -1,0 +1,131 @@
+"""HTTP for every function: routing within a function, request data, responses, and errors.
+
+`function(name, handlers)` makes a function's entry point. It answers the routes every
+function shares (`/`, `/spec`, the Swagger UI), dispatches the function's own routes, and is
+the one place where errors become responses: a `ServiceError` as `{"error": message}` with
+its status, anything else as a generic 500 whose log line names the bug but shows no data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Request, Response
+
+from common import meta, routes, runtime
+from common.config import Settings
+from common.errors import (
+    BadRequest,
+    ConfigError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    Unavailable,
+)
+from common.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request, Runtime], Response]
+Entry = Callable[[Request], Response]
+JSON_TYPES = ("application/json",)
+
+
+def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
+    """The entry point of function `name`; `handlers` maps (method, path under the API prefix)
+    to a handler, and must cover exactly this function's routes in the route table."""
+    own = {(route.method, route.path): route for route in routes.of_function(name)}
+    table = {
+        (method, routes.PREFIX + path): handler for (method, path), handler in handlers.items()
+    }
+    if set(table) != set(own):
+        raise ValueError(f"function {name!r} handlers do not match the route table")
+
+    def entry(request: Request) -> Response:
+        try:
+            route = routes.find(request.method, request.path)
+            if route is None:
+                raise _no_route(request)
+            if route.everywhere:
+                return meta.serve(route, request, lambda: _runtime().settings)
+            handler = table.get((route.method, route.path))
+            if handler is None:
+                raise NotFound(
+                    f"{route.method} {route.path} is served by the {route.function} function"
+                )
+            return handler(request, _runtime())
+        except ServiceError as exc:
+            return error_response(exc)
+        except Exception as exc:  # a bug: say where, never what (values may be private)
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error(
+                "unhandled %s at %s:%s in %s %s",
+                type(exc).__name__,
+                frame.filename,
+                frame.lineno,
+                request.method,
+                request.path,
+            )
+            return json_response({"error": "Internal server error"}, status=500)
+
+    entry.__name__ = entry.__qualname__ = name
+    return entry
+
+
+def request_data(request: Request, settings: Settings) -> dict[str, Any]:
+    """The query string when it has any parameter, otherwise the JSON body (contract 1)."""
+    if request.args:
+        return {key: request.args[key] for key in request.args}
+    if request.content_length is not None and request.content_length > settings.max_request_bytes:
+        raise _too_large(settings)
+    body = request.stream.read(settings.max_request_bytes + 1)
+    if len(body) > settings.max_request_bytes:
+        raise _too_large(settings)
+    if not body.strip():
+        return {}
+    if request.mimetype not in JSON_TYPES and not request.mimetype.endswith("+json"):
+        raise BadRequest("The request body must be JSON (Content-Type: application/json)")
+    try:
+        data = json.loads(body)
+    except ValueError:  # also undecodable bytes
+        raise BadRequest("The request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object")
+    return data
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def error_response(exc: ServiceError) -> Response:
+    response = json_response({"error": exc.message}, status=exc.status)
+    if isinstance(exc, MethodNotAllowed):
+        response.headers["Allow"] = ", ".join(exc.allowed)
+    return response
+
+
+def _runtime() -> Runtime:
+    try:
+        return runtime.current()
+    except ConfigError as exc:
+        log.error("%s", exc)  # names variables, never secret values
+        raise Unavailable("The service is misconfigured; its log says how") from None
+
+
+def _no_route(request: Request) -> ServiceError:
+    allowed = routes.methods_at(request.path)
+    if allowed:
+        return MethodNotAllowed(
+            f"Method {request.method} is not allowed on {request.path}", allowed=allowed
+        )
+    return NotFound(f"No such route: {request.path}")
+
+
+def _too_large(settings: Settings) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than {settings.max_request_bytes} bytes")

@@ -1,0 +1,220 @@
+"""Compute jobs: start, stop, remove, and the status objects the Provider reads (contract 3-4).
+
+Every change happens inside one database transaction that also carries the matching Kubernetes
+call, so the two agree: a job whose WorkFlow could not be registered is never committed, and a
+job is never marked stopped or removed unless its cluster object was marked or removed too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import uuid
+from typing import Any
+
+from common import store
+from common.cluster import GROUP, VERSION
+from common.db import Row
+from common.errors import BadRequest, NotFound, ServiceError
+from common.payloads import ResultRequest, StartRequest
+from common.runtime import Runtime
+from common.store import JobFilter, NewJob
+
+log = logging.getLogger(__name__)
+
+STATUS_TEXTS = {
+    1: "Warming up",
+    10: "Job started",
+    20: "Configuring volumes",
+    30: "Provisioning success",
+    31: "Data provisioning failed",
+    32: "Algorithm provisioning failed",
+    40: "Running algorithm ",  # sic: the engine writes the trailing space, clients match it
+    50: "Filtering results",
+    60: "Publishing results",
+    70: "Job finished",
+}
+ENVIRONMENT_INVALID = "Environment invalid or does not exist"
+
+
+def start(rt: Runtime, order: StartRequest, provider: str | None) -> dict[str, Any]:
+    env = store.environment(rt.db, order.environment)
+    if env is None or not serves_chain(env, order.chain_id):
+        raise BadRequest(ENVIRONMENT_INVALID)
+    stage = engine_stage(order.stage())
+    job_id = uuid.uuid4().hex
+    document = workflow_document(job_id, order.environment, stage, order.chain_id)
+    job = NewJob(
+        agreement_id=order.agreement_id,
+        job_id=job_id,
+        owner=order.owner,
+        namespace=order.environment,
+        workflow=document,
+        provider=provider,
+        chain_id=order.chain_id,
+    )
+    registered = False
+    try:
+        with rt.db.transaction() as tx:
+            created = store.insert_job(tx, job)
+            rt.cluster.register(cluster_object(document))
+            registered = True
+    except ServiceError:
+        if registered:  # the commit failed after registration: take the object back
+            _remove_quietly(rt, job_id, order.environment)
+        raise
+    return {
+        "agreementId": order.agreement_id,
+        "jobId": job_id,
+        "owner": order.owner,
+        "status": 1,
+        "statusText": STATUS_TEXTS[1],
+        "dateCreated": created,
+        "dateFinished": None,
+        "results": "",
+        "stopreq": 0,
+        "removed": 0,
+        **_dids(document),
+    }
+
+
+def statuses(rt: Runtime, jobs: JobFilter) -> list[dict[str, Any]]:
+    return [status_object(row) for row in store.job_rows(rt.db, jobs)]
+
+
+def stop(rt: Runtime, jobs: JobFilter) -> list[dict[str, Any]]:
+    with rt.db.transaction() as tx:
+        for job_id, namespace in store.request_stop(tx, jobs):
+            rt.cluster.mark_stopped(job_id, namespace)
+        rows = store.job_rows(tx, jobs)
+    return [status_object(row) for row in rows]
+
+
+def remove(rt: Runtime, jobs: JobFilter) -> list[dict[str, Any]]:
+    """Stop the jobs, then delete their cluster objects and mark them removed."""
+    with rt.db.transaction() as tx:
+        store.request_stop(tx, jobs)
+        for job_id, namespace in store.mark_removed(tx, jobs):
+            rt.cluster.remove(job_id, namespace or rt.settings.default_namespace)
+        rows = store.job_rows(tx, jobs)
+    return [status_object(row) for row in rows]
+
+
+def running(rt: Runtime) -> list[dict[str, Any]]:
+    return [{**status_object(row), "namespace": row[-1]} for row in store.running_rows(rt.db)]
+
+
+def output(rt: Runtime, request: ResultRequest) -> dict[str, Any]:
+    """The outputs entry getResult streams: checked for owner, presence and index (section 7)."""
+    found = store.job_outputs(rt.db, request.job_id)
+    if found is None or (found[0] or "").lower() != request.owner.lower():
+        raise NotFound(f"Owner {request.owner} mismatch for job {request.job_id}")
+    outputs = found[1]
+    if not outputs or not isinstance(outputs, list):
+        raise NotFound(f"No results for job {request.job_id}")
+    if request.index < 0:
+        raise NotFound(f"Negative index {request.index}")
+    if request.index >= len(outputs):
+        raise NotFound(f"No such index {request.index} in this compute job")
+    entry = outputs[request.index]
+    if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+        raise NotFound(f"No such index {request.index} in this compute job")
+    return entry
+
+
+def serves_chain(env: dict[str, Any], chain_id: int | None) -> bool:
+    """An environment that lists `allowedChainId` serves only those chains."""
+    allowed = env.get("allowedChainId")
+    if chain_id is None or not isinstance(allowed, list):
+        return True
+    return str(chain_id) in {str(c) for c in allowed}
+
+
+def engine_stage(stage: dict[str, Any]) -> dict[str, Any]:
+    """Stage 0 as received, with what the engine dereferences made present: `algorithm.id`
+    (empty for raw code) and an `id` on every input."""
+    for position, item in enumerate(stage["input"]):
+        if not item.get("id"):
+            raise BadRequest(f"Missing id in input {position} of stage 0")
+    stage = copy.deepcopy(stage)
+    stage["algorithm"].setdefault("id", "")
+    return stage
+
+
+def workflow_document(
+    job_id: str, namespace: str, stage: dict[str, Any], chain_id: int | None
+) -> dict[str, Any]:
+    """The document stored in jobs.workflow, which the engine reads (contract section 5)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WorkFlow",
+        "metadata": {
+            "name": job_id,
+            "namespace": namespace,
+            "labels": {"workflow": job_id},
+            "secret": uuid.uuid4().hex,
+        },
+        "spec": {"metadata": {"stages": [stage], "chainId": chain_id}},
+    }
+
+
+def cluster_object(document: dict[str, Any]) -> dict[str, Any]:
+    """The WorkFlow registered in Kubernetes: the document without the job's secret, which only
+    the engine may read, and which object metadata could not carry anyway."""
+    obj = copy.deepcopy(document)
+    del obj["metadata"]["secret"]
+    return obj
+
+
+def status_object(row: Row) -> dict[str, Any]:
+    agreement, job, owner, status, text, created, finished, outputs, stopreq, removed = row[:10]
+    return {
+        "agreementId": agreement,
+        "jobId": job,
+        "owner": owner,
+        "status": status,
+        "statusText": text,
+        "dateCreated": created,
+        "dateFinished": finished,
+        "results": _results(outputs),
+        "stopreq": stopreq,
+        "removed": removed,
+        **_dids(_json(row[10])),
+    }
+
+
+def _results(outputs: str | None) -> list[dict[str, Any]] | str:
+    """The files of a finished job, never their URLs: those stay behind getResult."""
+    parsed = _json(outputs)
+    if not isinstance(parsed, list) or not parsed:
+        return ""
+    return [
+        {k: v for k, v in entry.items() if k != "url"}
+        for entry in parsed
+        if isinstance(entry, dict)
+    ]
+
+
+def _dids(document: Any) -> dict[str, Any]:
+    try:
+        stage = document["spec"]["metadata"]["stages"][0]
+        algorithm_id = stage["algorithm"].get("id")
+        inputs = [item["id"] for item in stage["input"] if isinstance(item, dict) and "id" in item]
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return {"algoDID": "raw", "inputDID": []}
+    return {"algoDID": algorithm_id or "raw", "inputDID": inputs}
+
+
+def _json(raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _remove_quietly(rt: Runtime, job_id: str, namespace: str) -> None:
+    try:
+        rt.cluster.remove(job_id, namespace)
+    except ServiceError:
+        log.error("WorkFlow %s/%s is registered but its job was not stored", namespace, job_id)

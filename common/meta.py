@@ -1,0 +1,101 @@
+"""What the service says about itself: the root document, the OpenAPI spec and the Swagger UI.
+
+The OpenAPI document is one file, `openapi.yaml`, the source of truth for the API's shape.
+The Swagger UI's assets come from the swagger-ui-bundle package, so no page loads a CDN.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import mimetypes
+from collections.abc import Callable
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from flask import Request, Response
+
+from common import routes
+from common.config import Settings
+from common.errors import NotFound
+
+SOFTWARE = "Operator service"
+
+
+def serve(route: routes.Route, request: Request, settings: Callable[[], Settings]) -> Response:
+    if route.path == "/":
+        return _json(about(settings()))
+    if route.path == "/spec":
+        return Response(spec_json(), mimetype="application/json")
+    return docs_asset(request.path.removeprefix(routes.DOCS))
+
+
+def about(settings: Settings) -> dict[str, Any]:
+    """The original's root document, plus what an operator must not miss."""
+    return {
+        "software": SOFTWARE,
+        "version": version(),
+        "address": settings.operator_address,
+        # The original echoed these variables as strings; clients parse them.
+        "algoTimeLimit": _text(settings.algo_pod_timeout),
+        "storageExpiry": _text(settings.storage_expiry),
+        "signatureRequired": settings.signature_required,
+        "cluster": settings.cluster,
+        "warnings": settings.warnings(),
+    }
+
+
+@functools.cache
+def version() -> str:
+    try:
+        return metadata.version("operator-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
+def spec() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(
+        resources.files("common").joinpath("openapi.yaml").read_text()
+    )
+    document["info"]["version"] = version()
+    return document
+
+
+@functools.cache
+def spec_json() -> str:
+    return json.dumps(spec())
+
+
+def docs_asset(name: str) -> Response:
+    if name in ("", "index.html"):
+        page = resources.files("common").joinpath("docs.html").read_text()
+        return Response(page, mimetype="text/html")
+    if name == "operator-init.js":
+        script = resources.files("common").joinpath("docs.js").read_text()
+        return Response(script, mimetype="text/javascript")
+    folder = _swagger_ui()
+    path = (folder / name).resolve()
+    if "/" in name or not path.is_relative_to(folder) or not path.is_file():
+        raise NotFound(f"No such file: {name}")
+    mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response(
+        path.read_bytes(), mimetype=mimetype, headers={"Cache-Control": "public, max-age=86400"}
+    )
+
+
+@functools.cache
+def _swagger_ui() -> Path:
+    from swagger_ui_bundle import swagger_ui_path
+
+    return Path(str(swagger_ui_path)).resolve()
+
+
+def _json(body: Any) -> Response:
+    return Response(json.dumps(body), mimetype="application/json")
+
+
+def _text(value: int | None) -> str | None:
+    return None if value is None else str(value)

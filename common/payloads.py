@@ -1,0 +1,222 @@
+"""Each request shape, parsed once into a frozen dataclass with the contract's messages.
+
+Query values arrive as strings and JSON values keep their types, so `nonce`, `index` and
+`chainId` are read from either form. A value the database could not store (too long, wrong
+type) is refused here with a 400, before anything is authenticated or written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from common.auth import Nonce
+from common.errors import BadRequest
+from common.store import JobFilter
+
+Data = Mapping[str, Any]
+MAX_TEXT = 255  # the varchar(255) columns of the engine's schema
+NONCE_PATTERN = re.compile(r"\d{1,40}(\.\d{1,20})?")
+COMPONENTS = ("configure", "algorithm", "filter", "publish")
+NO_FILTER = "You have to specify one of agreementId, jobId or owner"
+
+
+def require(data: Data, names: tuple[str, ...], call: str) -> None:
+    if not data:
+        raise BadRequest("payload seems empty.")
+    for name in names:
+        if name not in data:
+            raise BadRequest(f'"{name}" is required in the call to {call}')
+
+
+def text(data: Data, name: str, *, required: bool = True) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f'"{name}" is required')
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f'"{name}" must be a string')
+    if len(value) > MAX_TEXT:
+        raise BadRequest(f'"{name}" is too long (at most {MAX_TEXT} characters)')
+    return value
+
+
+def nonce(data: Data, call: str) -> Nonce:
+    if data.get("nonce") is None:
+        raise BadRequest(f'"nonce" is required in the call to {call}')
+    value = data["nonce"]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return Nonce(str(value), Decimal(value))
+    if isinstance(value, str) and NONCE_PATTERN.fullmatch(value):
+        return Nonce(value, Decimal(value))
+    raise BadRequest("Invalid nonce: expected a non-negative number such as time.time_ns()")
+
+
+def integer(data: Data, name: str) -> int | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value):
+        return int(value)
+    raise BadRequest(f"Invalid {name}: expected an integer")
+
+
+def _filter_value(data: Data, name: str) -> str | None:
+    value = text(data, name, required=False)
+    return value if value and len(value) >= 2 else None  # the original ignored shorter ones
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    workflow: dict[str, Any]
+    agreement_id: str
+    owner: str
+    signature: str
+    environment: str
+    nonce: Nonce
+    chain_id: int | None
+
+    @classmethod
+    def parse(cls, data: Data) -> StartRequest:
+        call = "POST:/compute"
+        require(
+            data,
+            ("workflow", "agreementId", "owner", "providerSignature", "environment", "nonce"),
+            call,
+        )
+        workflow = data["workflow"]
+        if isinstance(workflow, str) and workflow:
+            try:  # a query string can only carry the workflow as JSON text
+                workflow = json.loads(workflow)
+            except ValueError:
+                raise BadRequest("`workflow` must be a JSON object") from None
+        if not workflow:
+            raise BadRequest(
+                "`workflow` is required in the payload and must include workflow stages"
+            )
+        if not isinstance(workflow, dict):
+            raise BadRequest("`workflow` must be a JSON object")
+        return cls(
+            workflow=workflow,
+            agreement_id=_required_text(data, "agreementId"),
+            owner=_required_text(data, "owner"),
+            signature=_required_text(data, "providerSignature"),
+            environment=_required_text(data, "environment"),
+            nonce=nonce(data, call),
+            chain_id=integer(data, "chainId"),
+        )
+
+    def stage(self) -> dict[str, Any]:
+        """Stage 0, checked the way the engine needs it (contract section 3, step 5)."""
+        stages = self.workflow.get("stages")
+        if not stages:
+            raise BadRequest("Missing stages")
+        if not isinstance(stages, list):
+            raise BadRequest("`stages` must be a list")
+        if len(stages) > 1:
+            raise BadRequest("Multiple stages are not supported yet")
+        stage = stages[0]
+        if not isinstance(stage, dict):
+            raise BadRequest("Stage 0 must be a JSON object")
+        for attr in ("algorithm", "compute", "input", "output"):
+            if attr not in stage:
+                raise BadRequest(f"Missing {attr} in stage 0")
+        if not isinstance(stage["algorithm"], dict):
+            raise BadRequest("`algorithm` of stage 0 must be a JSON object")
+        inputs = stage["input"]
+        if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+            raise BadRequest("`input` of stage 0 must be a list of JSON objects")
+        return stage
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """GET, PUT and DELETE /compute: which jobs, and the signature over them."""
+
+    jobs: JobFilter
+    owner: str
+    signature: str | None
+    nonce: Nonce
+
+    @classmethod
+    def parse(cls, data: Data, method: str) -> JobQuery:
+        call = f"{method}:/compute"
+        if method == "PUT":
+            require(data, ("owner", "providerSignature", "nonce"), call)
+        elif not data:
+            raise BadRequest(NO_FILTER)
+        jobs = JobFilter(
+            agreement_id=_filter_value(data, "agreementId"),
+            job_id=_filter_value(data, "jobId"),
+            owner=_filter_value(data, "owner"),
+        )
+        if jobs == JobFilter():
+            raise BadRequest(NO_FILTER)
+        return cls(
+            jobs=jobs,
+            owner=text(data, "owner", required=False) or "",
+            signature=text(data, "providerSignature", required=False),
+            nonce=nonce(data, call),
+        )
+
+    def signed_jobs(self, signature_required: bool) -> JobFilter:
+        """A signed caller only ever sees jobs of the owner it signed for, never all of them."""
+        if not signature_required:
+            return self.jobs
+        return JobFilter(self.jobs.agreement_id, self.jobs.job_id, self.owner)
+
+
+@dataclass(frozen=True)
+class ResultRequest:
+    job_id: str
+    owner: str
+    signature: str
+    nonce: Nonce
+    index: int
+
+    @classmethod
+    def parse(cls, data: Data) -> ResultRequest:
+        call = "GET:/getResult"
+        if not data:
+            raise BadRequest("Both index & job_id are required")
+        require(data, ("owner", "providerSignature", "nonce", "index", "jobId"), call)
+        index = integer(data, "index")
+        if index is None:
+            raise BadRequest("Invalid index: expected an integer")
+        return cls(
+            job_id=_required_text(data, "jobId"),
+            owner=_required_text(data, "owner"),
+            signature=_required_text(data, "providerSignature"),
+            nonce=nonce(data, call),
+            index=index,
+        )
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """GET /info and /logs: one job by id, and for logs one stage of it."""
+
+    job_id: str
+    component: str | None
+
+    @classmethod
+    def parse(cls, data: Data, call: str, *, with_component: bool) -> JobRef:
+        names = ("jobId", "component") if with_component else ("jobId",)
+        require(data, names, call)
+        component = _required_text(data, "component") if with_component else None
+        if component is not None and component not in COMPONENTS:
+            raise BadRequest(f"component must be one of {', '.join(COMPONENTS)}")
+        return cls(job_id=_required_text(data, "jobId"), component=component)
+
+
+def _required_text(data: Data, name: str) -> str:
+    value = text(data, name)
+    assert value is not None
+    return value

@@ -1,0 +1,117 @@
+"""Result files: streamed from where the publishing stage put them, never buffered whole.
+
+HTTP(S) URLs are fetched with the caller's Range passed through and the IPFS credentials
+(`X-API-KEY`, `CLIENT-ID`) added to the outgoing request only. `file://` URLs are served only
+from inside RESULTS_ROOT, after resolving links, so a stored URL cannot reach other files.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import urllib3
+from flask import Request, Response, send_file
+
+from common.config import Settings
+from common.errors import NotFound, RangeNotSatisfiable, Unavailable
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 64 * 1024
+PASSED_THROUGH = (
+    "Content-Type",
+    "Content-Length",
+    "Content-Range",
+    "Accept-Ranges",
+    "ETag",
+    "Last-Modified",
+)
+UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def stream(settings: Settings, request: Request, entry: dict[str, Any]) -> Response:
+    url: str = entry["url"]
+    parsed = urlparse(url)
+    name = attachment_name(entry.get("filename"), parsed.path)
+    if parsed.scheme == "file":
+        response = _local_file(settings, request, Path(unquote(parsed.path)))
+    elif parsed.scheme in ("http", "https"):
+        response = _remote_file(settings, request, url)
+    else:
+        log.warning("result URL with unsupported scheme %r", parsed.scheme)
+        raise NotFound("This result cannot be downloaded")
+    response.headers["Content-Disposition"] = f"attachment;filename={name}"
+    response.headers["Access-Control-Expose-Headers"] = "Content-Disposition"
+    return response
+
+
+def attachment_name(filename: Any, url_path: str) -> str:
+    """The file's stored name (or the URL's last segment), reduced to characters that cannot
+    break out of the header."""
+    raw = filename if isinstance(filename, str) and filename else url_path.rsplit("/", 1)[-1]
+    safe = UNSAFE_IN_FILENAME.sub("_", raw.rsplit("/", 1)[-1])
+    return safe or "result"
+
+
+def _local_file(settings: Settings, request: Request, path: Path) -> Response:
+    root = settings.results_root
+    resolved = path.resolve()
+    if root is None or not resolved.is_relative_to(root) or not resolved.is_file():
+        log.warning("refused a file:// result outside RESULTS_ROOT or missing")
+        raise NotFound("Result file not found")
+    # werkzeug answers Range and conditional requests itself and streams in blocks.
+    return send_file(resolved, conditional=True)
+
+
+def _remote_file(settings: Settings, request: Request, url: str) -> Response:
+    headers = {}
+    if request.headers.get("Range"):
+        headers["Range"] = request.headers["Range"]
+    if settings.ipfs_api_key:
+        headers["X-API-KEY"] = settings.ipfs_api_key
+    if settings.ipfs_client_id:
+        headers["CLIENT-ID"] = settings.ipfs_client_id
+    try:
+        upstream = _pool().request(
+            "GET",
+            url,
+            headers=headers,
+            preload_content=False,
+            redirect=True,
+            timeout=urllib3.Timeout(connect=5, read=60),
+            retries=urllib3.Retry(0, redirect=5),
+        )
+    except urllib3.exceptions.HTTPError as exc:
+        log.warning("result storage unreachable: %s", type(exc).__name__)
+        raise Unavailable("Result storage unavailable") from None
+    if upstream.status not in (200, 206):
+        upstream.release_conn()
+        if upstream.status == 404:
+            raise NotFound("Result file not found in storage")
+        if upstream.status == 416:
+            raise RangeNotSatisfiable("Requested range not satisfiable")
+        log.warning("result storage answered %s", upstream.status)
+        raise Unavailable("Result storage unavailable")
+    response = Response(_chunks(upstream), status=upstream.status, direct_passthrough=True)
+    for header in PASSED_THROUGH:
+        if header in upstream.headers:
+            response.headers[header] = upstream.headers[header]
+    return response
+
+
+def _chunks(upstream: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    try:
+        yield from upstream.stream(CHUNK_BYTES)
+    finally:
+        upstream.release_conn()
+
+
+@functools.cache
+def _pool() -> urllib3.PoolManager:
+    return urllib3.PoolManager(num_pools=8, maxsize=16)

