@@ -67,6 +67,8 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._local = threading.local()
+        self._sessions: set[Session] = set()  # every thread's, so that close() reaches them all
+        self._sessions_lock = threading.Lock()
 
     def query(self, sql: str, **params: Any) -> list[Row]:
         """One statement in its own transaction. Reads are retried once on a fresh connection,
@@ -96,16 +98,20 @@ class Database:
         self._run(conn, "COMMIT", {})
 
     def close(self) -> None:
-        """Close this thread's connection (tests and shutdown); the next call reconnects."""
-        session = getattr(self._local, "session", None)
-        self._local.session = None
-        if session is not None:
+        """Close every thread's connection, at shutdown or the end of a test; a later call
+        reconnects."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, set()
+        self._local = threading.local()
+        for session in sessions:
             session.close()
 
     def _connection(self) -> Session:
-        session = getattr(self._local, "session", None)
+        session: Session | None = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = Session(self._connect())
+            with self._sessions_lock:
+                self._sessions.add(session)
         return session
 
     def _connect(self) -> pg.Connection:
@@ -171,6 +177,8 @@ class Database:
     def _discard(self, conn: Session) -> None:
         if getattr(self._local, "session", None) is conn:
             self._local.session = None
+        with self._sessions_lock:
+            self._sessions.discard(conn)
         conn.close()
 
 

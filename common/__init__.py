@@ -1,0 +1,1 @@
+"""Shared code of the operator functions: one module per concern (see the design notes)."""

