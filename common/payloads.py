@@ -142,6 +142,7 @@ class JobQuery:
 
     jobs: JobFilter
     owner: str
+    job_id: str | None  # as sent, which is what the Provider signed, even when too short to filter
     signature: str | None
     nonce: Nonce
 
@@ -162,6 +163,7 @@ class JobQuery:
         return cls(
             jobs=jobs,
             owner=text(data, "owner", required=False) or "",
+            job_id=text(data, "jobId", required=False),
             signature=text(data, "providerSignature", required=False),
             nonce=nonce(data, call),
         )

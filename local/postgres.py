@@ -41,4 +41,6 @@ def start(data_dir: Path, *, delete_on_exit: bool = False) -> EmbeddedPostgres:
             data_dir, cleanup_mode="delete" if delete_on_exit else "stop"
         )
     info = server.get_postmaster_info()
-    return EmbeddedPostgres(socket_dir=Path(info.socket_dir), port=int(info.port), data_dir=data_dir)
+    return EmbeddedPostgres(
+        socket_dir=Path(info.socket_dir), port=int(info.port), data_dir=data_dir
+    )

@@ -84,7 +84,9 @@ def rt(db: Database, settings: Settings) -> Iterator[Runtime]:
 def env_announced(db: Database) -> dict[str, Any]:
     """An environment as an engine announces it, through the engine's own SQL function."""
     status = {"id": ENVIRONMENT, "cpuNumber": 2, "allowedChainId": [1, 137], "maxJobs": 10}
-    db.execute("SELECT * FROM announce(:env, :status, 0)", env=ENVIRONMENT, status=json.dumps(status))
+    db.execute(
+        "SELECT * FROM announce(:env, :status, 0)", env=ENVIRONMENT, status=json.dumps(status)
+    )
     return status
 
 

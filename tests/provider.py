@@ -69,7 +69,9 @@ def stage(**changes: Any) -> dict[str, Any]:
     return base
 
 
-def start_body(agreement_id: str, *, environment: str = "ocean-compute", **extra: Any) -> dict[str, Any]:
+def start_body(
+    agreement_id: str, *, environment: str = "ocean-compute", **extra: Any
+) -> dict[str, Any]:
     workflow = extra.pop("workflow", {"stages": [stage()]})
     signer = extra.pop("provider", PROVIDER)
     return {

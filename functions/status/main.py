@@ -13,7 +13,7 @@ def job_status(request: Request, rt: Runtime) -> Response:
         rt.settings,
         rt.db,
         owner=query.owner,
-        job_id=query.jobs.job_id,
+        job_id=query.job_id,
         signature=query.signature,
         nonce=query.nonce,
     )

@@ -14,7 +14,7 @@ def _signed_jobs(request: Request, rt: Runtime) -> JobFilter:
         rt.settings,
         rt.db,
         owner=query.owner,
-        job_id=query.jobs.job_id,
+        job_id=query.job_id,
         signature=query.signature,
         nonce=query.nonce,
     )

@@ -29,7 +29,11 @@ def test_start_stores_the_job_and_answers_its_status(
     assert job["agreementId"] == "agreement-1"
     assert job["owner"] == OWNER
     assert (job["status"], job["statusText"], job["stopreq"], job["removed"]) == (
-        1, "Warming up", 0, 0)
+        1,
+        "Warming up",
+        0,
+        0,
+    )
     assert job["results"] == "" and job["dateFinished"] is None
     assert float(job["dateCreated"]) > 1.7e9
     assert (job["algoDID"], job["inputDID"]) == ("did:op:algo", ["did:op:input0"])
@@ -37,8 +41,16 @@ def test_start_stores_the_job_and_answers_its_status(
 
     [[owner, status, text, namespace, provider, chain, workflow]] = db.query(
         "SELECT owner, status, statustext, namespace, provider, chainid, workflow FROM jobs "
-        "WHERE workflowid = :job", job=job["jobId"])
-    assert (owner, status, text, namespace, chain) == (OWNER, 1, "Warming up", "ocean-compute", "137")
+        "WHERE workflowid = :job",
+        job=job["jobId"],
+    )
+    assert (owner, status, text, namespace, chain) == (
+        OWNER,
+        1,
+        "Warming up",
+        "ocean-compute",
+        "137",
+    )
     assert provider == PROVIDER.address
     document = json.loads(workflow)
     assert document["kind"] == "WorkFlow" and document["apiVersion"] == "oceanprotocol.com/v1alpha"
@@ -56,7 +68,10 @@ def test_the_engine_announce_call_picks_the_new_job(
 
     rows = db.query("SELECT * FROM announce('ocean-compute', '{}', 10)")
     assert [r[0] for r in rows] == [first, second]
-    assert [r[0] for r in db.query("SELECT * FROM announce('ocean-compute', '{}')")] == [first, second]
+    assert [r[0] for r in db.query("SELECT * FROM announce('ocean-compute', '{}')")] == [
+        first,
+        second,
+    ]
 
 
 def test_algorithm_without_id_is_stored_with_an_empty_id_and_shown_as_raw(
@@ -96,16 +111,26 @@ def test_ethers_style_signature_is_accepted(
             {**start_body("a"), "workflow": {}},
             "`workflow` is required in the payload and must include workflow stages",
         ),
-        ({**start_body("a"), "workflow": []}, "`workflow` is required in the payload and must include workflow stages"),
+        (
+            {**start_body("a"), "workflow": []},
+            "`workflow` is required in the payload and must include workflow stages",
+        ),
         ({**start_body("a"), "workflow": 5}, "`workflow` must be a JSON object"),
-        ({**start_body("a"), "nonce": {"n": 1}}, "Invalid nonce: expected a non-negative number such as time.time_ns()"),
+        (
+            {**start_body("a"), "nonce": {"n": 1}},
+            "Invalid nonce: expected a non-negative number such as time.time_ns()",
+        ),
         ({**start_body("a"), "owner": "x" * 256}, '"owner" is too long (at most 255 characters)'),
         ({**start_body("a"), "agreementId": 7}, '"agreementId" must be a string'),
         ({**start_body("a"), "chainId": "1e9"}, "Invalid chainId: expected an integer"),
     ],
 )
 def test_malformed_starts_get_the_contract_message_and_store_nothing(
-    start: FlaskClient, db: Database, env_announced: dict[str, Any], body: dict[str, Any], message: str
+    start: FlaskClient,
+    db: Database,
+    env_announced: dict[str, Any],
+    body: dict[str, Any],
+    message: str,
 ) -> None:
     response = start.post(URL, json=body)
     assert (response.status_code, response.json) == (400, {"error": message})
@@ -119,7 +144,10 @@ def test_malformed_starts_get_the_contract_message_and_store_nothing(
         ({"stages": [stage(), stage()]}, "Multiple stages are not supported yet"),
         ({"stages": "x"}, "`stages` must be a list"),
         *[
-            ({"stages": [{k: v for k, v in stage().items() if k != attr}]}, f"Missing {attr} in stage 0")
+            (
+                {"stages": [{k: v for k, v in stage().items() if k != attr}]},
+                f"Missing {attr} in stage 0",
+            )
             for attr in ("algorithm", "compute", "input", "output")
         ],
         ({"stages": [stage(input=[{"url": ["x"]}])]}, "Missing id in input 0 of stage 0"),
@@ -127,7 +155,11 @@ def test_malformed_starts_get_the_contract_message_and_store_nothing(
     ],
 )
 def test_bad_stages_are_refused_after_authentication(
-    start: FlaskClient, db: Database, env_announced: dict[str, Any], workflow: dict[str, Any], message: str
+    start: FlaskClient,
+    db: Database,
+    env_announced: dict[str, Any],
+    workflow: dict[str, Any],
+    message: str,
 ) -> None:
     response = start.post(URL, json=start_body("a", workflow=workflow))
     assert (response.status_code, response.json) == (400, {"error": message})
@@ -140,7 +172,9 @@ def test_unknown_environment_or_chain_is_refused(
     for body in (start_body("a", environment="nowhere"), start_body("a", chainId=5)):
         response = start.post(URL, json=body)
         assert (response.status_code, response.json) == (
-            400, {"error": "Environment invalid or does not exist"})
+            400,
+            {"error": "Environment invalid or does not exist"},
+        )
     assert job_count(db) == 0
 
 
@@ -150,8 +184,10 @@ def test_signer_outside_the_allowlist_gets_401_and_stores_nothing(
     response = start.post(URL, json=start_body("a", provider=STRANGER))
 
     assert response.status_code == 401
-    assert response.json == {"error": f"The signing ethereum account {STRANGER.address} is not "
-                                      "authorized to use this service."}
+    assert response.json == {
+        "error": f"The signing ethereum account {STRANGER.address} is not "
+        "authorized to use this service."
+    }
     assert job_count(db) == 0
     # The stranger's failed call burned none of the nonces the real Provider might use.
     assert db.query("SELECT count(*) FROM nonces")[0][0] == 0
@@ -174,7 +210,9 @@ def test_unreadable_signatures_are_400(
     response = start.post(URL, json={**start_body("a"), "providerSignature": signature})
     assert response.status_code == 400
     assert response.json["error"] in (
-        "Failed to recover address", "`providerSignature` of agreementId is required.")
+        "Failed to recover address",
+        "`providerSignature` of agreementId is required.",
+    )
 
 
 def test_a_replayed_start_is_refused(
@@ -194,7 +232,9 @@ def test_one_unfinished_job_per_agreement(
     assert start.post(URL, json=start_body("agreement-1")).status_code == 200
     again = start.post(URL, json=start_body("agreement-1"))
     assert (again.status_code, again.json) == (
-        400, {"error": "`agreementId` already in use for other job."})
+        400,
+        {"error": "`agreementId` already in use for other job."},
+    )
     db.execute("UPDATE jobs SET datefinished = NOW(), status = 70")
     assert start.post(URL, json=start_body("agreement-1")).status_code == 200
     assert job_count(db) == 2

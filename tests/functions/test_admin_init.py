@@ -1,0 +1,166 @@
+"""POST /pgsqlinit: creates the schema, and upgrades the original service's database in place."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from flask.testing import FlaskClient
+
+from common.config import Settings
+from common.db import Database
+from tests.conftest import ADMIN_SECRET
+
+URL = "/api/v1/operator/pgsqlinit"
+
+# The DDL of the original operator-service's /pgsqlinit, as it created databases in the field.
+ORIGINAL_DDL = """
+CREATE TABLE IF NOT EXISTS jobs
+    (agreementId           varchar(255) NOT NULL,
+    workflowId         varchar(255) NOT NULL,
+    owner         varchar(255),
+    status  int,
+    statusText varchar(255),
+    laststatusupdate timestamp without time zone default NOW(),
+    dateCreated timestamp without time zone default NOW(),
+    dateFinished timestamp without time zone default NULL,
+    configlogURL text,
+    publishlogURL text,
+    algologURL text,
+    outputsURL text,
+    ddo text,
+    namespace varchar(255),
+    stopreq smallint default 0,
+    removed smallint default 0,
+    workflow text,
+    provider varchar(255)
+);
+CREATE unique INDEX IF NOT EXISTS uniq_agreementId_workflowId ON jobs (agreementId,workflowId);
+CREATE TABLE IF NOT EXISTS envs
+    (namespace           varchar(255) NOT NULL,
+    status         text,
+    lastping timestamp without time zone default NOW()
+);
+CREATE unique INDEX IF NOT EXISTS unique_namespace ON envs (namespace);
+CREATE OR REPLACE FUNCTION announce(environment varchar(255), fullstatus text, lmt int)
+  RETURNS TABLE (workflow varchar(255))
+  LANGUAGE plpgsql
+  AS $function$
+  BEGIN
+    INSERT INTO envs(namespace, status, lastping) VALUES(environment,fullstatus,NOW()) ON CONFLICT (namespace) DO UPDATE SET status = EXCLUDED.status, lastping = EXCLUDED.lastping;
+    RETURN QUERY
+    SELECT workflowid FROM jobs WHERE namespace=environment AND status=1 LIMIT lmt;
+  END
+$function$;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS did varchar(255);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS chainid varchar(255);
+CREATE INDEX IF NOT EXISTS indx_owner_jobs ON jobs(owner);
+"""
+WORKFLOW = json.dumps(
+    {"spec": {"metadata": {"stages": [{"algorithm": {"id": "did:a"}, "input": [{"id": "did:i"}]}]}}}
+)
+
+
+@pytest.fixture
+def fresh_database(schema_db: Database, base_settings: Settings) -> Iterator[Settings]:
+    """An empty database of its own on the same server, dropped afterwards."""
+    schema_db.execute("DROP DATABASE IF EXISTS pgsqlinit_test")
+    schema_db.execute("CREATE DATABASE pgsqlinit_test")
+    settings = base_settings.replace(postgres_db="pgsqlinit_test")
+    yield settings
+    schema_db.execute("DROP DATABASE pgsqlinit_test WITH (FORCE)")
+
+
+@pytest.fixture
+def settings(fresh_database: Settings) -> Settings:
+    return fresh_database
+
+
+def tables(db: Database) -> set[str]:
+    rows = db.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {row[0] for row in rows}
+
+
+def test_creates_the_schema_on_an_empty_database(
+    admin_init: FlaskClient, settings: Settings
+) -> None:
+    response = admin_init.post(URL, headers={"Admin": ADMIN_SECRET})
+
+    assert (response.status_code, response.json) == (
+        200,
+        {"status": "database schema is up to date"},
+    )
+    db = Database(settings)
+    assert tables(db) == {"jobs", "envs", "nonces", "nonce_marks"}
+    db.close()
+
+
+def test_is_idempotent(admin_init: FlaskClient, settings: Settings) -> None:
+    for _ in range(3):
+        assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
+
+
+def test_upgrades_the_original_database_keeping_its_rows(
+    admin_init: FlaskClient, settings: Settings
+) -> None:
+    db = Database(settings)
+    db.execute(ORIGINAL_DDL)
+    db.execute(
+        "INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, namespace, workflow) "
+        "VALUES ('a-old', 'job-old', '0xowner', 1, 'Warming up', 'ocean-compute', :w), "
+        "       ('a-done', 'job-done', '0xowner', 70, 'Job finished', 'ocean-compute', :w)",
+        w=WORKFLOW,
+    )
+    db.execute("UPDATE jobs SET datefinished = NOW() WHERE workflowid = 'job-done'")
+    db.close()
+
+    assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
+
+    assert db.query("SELECT workflowid, status FROM jobs ORDER BY workflowid") == [
+        ["job-done", 70],
+        ["job-old", 1],
+    ]
+    assert [r[0] for r in db.query("SELECT * FROM announce('ocean-compute', '{\"x\": 1}', 5)")] == [
+        "job-old"
+    ]
+    assert [r[0] for r in db.query("SELECT * FROM announce('ocean-compute', '{}')")] == ["job-old"]
+    assert tables(db) >= {"nonces", "nonce_marks"}
+    # The rule the original lacked now holds for its data too.
+    with pytest.raises(Exception, match="jobs_one_unfinished_per_agreement"):
+        db.execute("INSERT INTO jobs (agreementid, workflowid) VALUES ('a-old', 'job-new')")
+    db.close()
+
+
+def test_refuses_to_upgrade_a_database_that_breaks_the_one_job_rule(
+    admin_init: FlaskClient, settings: Settings
+) -> None:
+    db = Database(settings)
+    db.execute(ORIGINAL_DDL)
+    db.execute("INSERT INTO jobs (agreementid, workflowid) VALUES ('dup', 'j1'), ('dup', 'j2')")
+    db.close()
+
+    response = admin_init.post(URL, headers={"Admin": ADMIN_SECRET})
+
+    assert response.status_code == 409
+    assert response.json == {
+        "error": "several unfinished jobs share an agreementId (dup): "
+        "finish all but one, then run /pgsqlinit again"
+    }
+    assert db.query("SELECT count(*) FROM jobs") == [[2]]
+    assert "nonces" not in tables(db)  # the whole upgrade rolled back
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "code", "message"),
+    [({}, 400, "The Admin header is required"), ({"Admin": "nope"}, 401, "Invalid Admin header")],
+)
+def test_needs_the_admin_header(
+    admin_init: FlaskClient, settings: Settings, headers: dict[str, str], code: int, message: str
+) -> None:
+    response = admin_init.post(URL, headers=headers)
+    assert (response.status_code, response.json) == (code, {"error": message})
+    db = Database(settings)
+    assert tables(db) == set()
+    db.close()
