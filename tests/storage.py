@@ -25,7 +25,7 @@ def serve(files: dict[str, bytes]) -> Iterator[Storage]:
     storage = Storage(files)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
+        def do_GET(self) -> None:
             storage.seen_headers.append(dict(self.headers.items()))
             body = storage.files.get(self.path.lstrip("/"))
             if body is None:

@@ -1,0 +1,171 @@
+"""The local run: the whole API on http://localhost:8050, with the cluster's routes.
+
+Every function is loaded by functions-framework from its real main.py, and requests reach them
+through the one route table, as Knative routing sends them in the cluster. PostgreSQL is an
+embedded server in the data folder unless POSTGRES_HOST names one. What a newcomer needs to
+make calls (an admin secret, a Provider key in the allowlist) is made once and kept there.
+
+    python -m local.run [--port 8050] [--data .data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from common import routes, store
+from common.config import Settings
+from common.db import Database
+from common.errors import ConfigError, Unavailable
+from local import postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class Dispatcher:
+    """Sends each request to the function the route table names, like the cluster's routing.
+    Unknown paths go to any one function, which answers the 404 or 405 itself."""
+
+    def __init__(self, apps: dict[str, WSGIApp]) -> None:
+        self._apps = apps
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        route = routes.find(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/"))
+        return self._apps[route.function if route else "status"](environ, start_response)
+
+
+def function_apps() -> dict[str, WSGIApp]:
+    from functions_framework import create_app
+
+    return {
+        name: create_app(target=name, source=str(ROOT / "functions" / name / "main.py"))  # type: ignore[no-untyped-call]
+        for name in routes.FUNCTIONS
+    }
+
+
+def prepare(env: MutableMapping[str, str], data: Path) -> list[str]:
+    """Fill in what the local run needs and the caller did not set; return what to tell them."""
+    data.mkdir(parents=True, exist_ok=True)
+    notes = []
+    if env.get("POSTGRES_HOST"):
+        notes.append(
+            f"database: PostgreSQL at {env['POSTGRES_HOST']}:"
+            f"{env.get('POSTGRES_PORT', '5432')}/{env.get('POSTGRES_DB', 'postgres')}"
+        )
+    else:
+        server = postgres.start(data / "postgres")
+        env.update(server.env())
+        notes.append(f"database: embedded PostgreSQL, data in {server.data_dir}")
+    if not env.get("ALLOWED_ADMINS"):
+        secret = _kept(data / "admin-secret", lambda: secrets.token_urlsafe(24))
+        env["ALLOWED_ADMINS"] = json.dumps([secret])
+        notes.append(f"admin secret (header 'Admin'): {secret}  (kept in {data / 'admin-secret'})")
+    if not env.get("ALLOWED_PROVIDERS") and env.get("SIGNATURE_REQUIRED", "1") == "1":
+        key = _kept(data / "provider.key", lambda: "0x" + secrets.token_hex(32))
+        address = provider_address(key)
+        env["ALLOWED_PROVIDERS"] = json.dumps([address])
+        notes.append(f"provider allowlist: {address}  (its key is in {data / 'provider.key'})")
+    else:
+        notes.append(f"provider allowlist: {env.get('ALLOWED_PROVIDERS') or '(none)'}")
+    env.setdefault("CLUSTER", "off")
+    return notes
+
+
+def provider_address(key: str) -> str:
+    from eth_account import Account
+
+    return str(Account.from_key(key).address)
+
+
+def initialise(settings: Settings) -> str | None:
+    """Apply the schema, and announce the default environment when no engine has announced
+    any, since no engine runs locally and a start needs one."""
+    db = Database(settings)
+    try:
+        store.apply_schema(db)
+        if store.environments(db):
+            return None
+        status = {"id": settings.default_namespace, "description": "announced by the local run"}
+        db.execute(
+            "SELECT * FROM announce(:env, :status, 0)",
+            env=settings.default_namespace,
+            status=json.dumps(status),
+        )
+        return settings.default_namespace
+    finally:
+        db.close()
+
+
+def serve(app: WSGIApp, *, host: str, port: int, threads: int) -> None:
+    """gunicorn with one worker and a thread pool: the server functions-framework runs in the
+    cluster, with the same settings."""
+    import gunicorn.app.base
+
+    class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options = {
+                "bind": f"{host}:{port}",
+                "workers": 1,
+                "threads": threads,
+                "timeout": 0,
+                "loglevel": "warning",
+                "limit_request_line": 0,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> WSGIApp:
+            return app
+
+    Server().run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8050)
+    parser.add_argument("--data", type=Path, default=ROOT / ".data")
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    notes = prepare(os.environ, args.data.resolve())
+    try:
+        settings = Settings.from_env(os.environ)
+        announced = initialise(settings)
+    except ConfigError as exc:
+        print(f"operator-service: {exc}", file=sys.stderr)
+        return 2
+    except Unavailable as exc:
+        print(f"operator-service: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"operator-service listening on http://{args.host}:{args.port}/", flush=True)
+    for note in notes:
+        print(f"  {note}")
+    if announced:
+        print(f"  environment '{announced}' announced for local starts (no engine runs here)")
+    for warning in settings.warnings():
+        print(f"  warning: {warning}")
+    print(f"  API docs: http://{args.host}:{args.port}{routes.DOCS}", flush=True)
+    serve(Dispatcher(function_apps()), host=args.host, port=args.port, threads=args.threads)
+    return 0
+
+
+def _kept(path: Path, make: Callable[[], str]) -> str:
+    """A value made once and kept in `path`, readable by its owner only."""
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

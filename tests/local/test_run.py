@@ -1,0 +1,205 @@
+"""The README's local command, run for real: a gunicorn server on loopback, the embedded
+PostgreSQL in a fresh data folder, requests signed like the Provider's with the key it made."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import Settings
+from common.db import Database
+from tests import storage
+from tests.provider import OWNER, STRANGER, Provider, stage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class LocalRun:
+    url: str
+    data: Path
+    provider: Provider
+    admin: str
+    output: str
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, bytes]:
+        url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                return response.status, _json(raw), raw
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, _json(raw), raw
+
+    def database(self) -> Database:
+        """The embedded server the run started, reached through its socket in the data folder."""
+        socket_dir = self.data / "postgres"
+        return Database(Settings(postgres_host=str(socket_dir), signature_required=False))
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
+    data = tmp_path_factory.mktemp("local") / "data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "ALLOWED_"))}
+    env.pop("SIGNATURE_REQUIRED", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.run", "--port", str(port), "--data", str(data)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:  # the banner ends with the docs line, once it is ready to bind
+        lines.append(line)
+        if "API docs:" in line:
+            break
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    run = LocalRun(
+        url=url,
+        data=data,
+        provider=Provider((data / "provider.key").read_text().strip()),
+        admin=(data / "admin-secret").read_text().strip(),
+        output="".join(lines),
+    )
+    try:
+        yield run
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stdout.close()
+
+
+def test_it_prints_where_it_listens_and_what_it_uses(local_run: LocalRun) -> None:
+    assert f"listening on {local_run.url}/" in local_run.output
+    assert "database: embedded PostgreSQL" in local_run.output
+    assert f"admin secret (header 'Admin'): {local_run.admin}" in local_run.output
+    assert f"provider allowlist: {local_run.provider.address}" in local_run.output
+    status, about, _ = local_run.call("GET", "/")
+    assert (status, about["cluster"], about["signatureRequired"]) == (200, "off", True)
+
+
+def test_start_status_stop_status_and_get_result(local_run: LocalRun) -> None:
+    provider = local_run.provider
+    body = {
+        "workflow": {"stages": [stage()]},
+        "agreementId": "local-1",
+        "environment": "ocean-compute",
+        **provider.signed(),
+    }
+    status, started, _ = local_run.call("POST", "/api/v1/operator/compute", body=body)
+    assert status == 200, started
+    job_id = started[0]["jobId"]
+
+    status, shown, _ = local_run.call(
+        "GET", "/api/v1/operator/compute", query=provider.signed(job_id=job_id)
+    )
+    assert (status, shown) == (200, started)
+
+    # The engine picks the job up and runs it; the service only sees the rows it writes.
+    with storage.serve({"out.csv": b"a,b\n1,2\n"}) as store:
+        db = local_run.database()
+        db.execute(
+            "UPDATE jobs SET status = 40, statustext = 'Running algorithm ' WHERE workflowid = :j",
+            j=job_id,
+        )
+
+        status, stopped, _ = local_run.call(
+            "PUT", "/api/v1/operator/compute", query=provider.signed(job_id=job_id)
+        )
+        assert (status, stopped[0]["stopreq"], stopped[0]["status"]) == (200, 1, 40)
+
+        outputs = [
+            {"filename": "out.csv", "filesize": 8, "url": f"{store.url}/out.csv", "type": "output"}
+        ]
+        db.execute(
+            "UPDATE jobs SET status = 70, statustext = 'Job finished', datefinished = NOW(), "
+            "outputsurl = :o WHERE workflowid = :j",
+            o=json.dumps(outputs),
+            j=job_id,
+        )
+        db.close()
+
+        status, finished, _ = local_run.call(
+            "GET", "/api/v1/operator/compute", query=provider.signed(job_id=job_id)
+        )
+        assert (finished[0]["status"], finished[0]["results"]) == (
+            70,
+            [{"filename": "out.csv", "filesize": 8, "type": "output"}],
+        )
+
+        query = {**provider.signed(owner=OWNER, job_id=job_id), "index": 0}
+        status, _, raw = local_run.call("GET", "/api/v1/operator/getResult", query=query)
+        assert (status, raw) == (200, b"a,b\n1,2\n")
+
+
+def test_a_signer_outside_the_allowlist_gets_401_and_stores_nothing(local_run: LocalRun) -> None:
+    body = {
+        "workflow": {"stages": [stage()]},
+        "agreementId": "local-stranger",
+        "environment": "ocean-compute",
+        **STRANGER.signed(),
+    }
+    status, answer, _ = local_run.call("POST", "/api/v1/operator/compute", body=body)
+    assert status == 401, answer
+    db = local_run.database()
+    assert db.query("SELECT count(*) FROM jobs WHERE agreementid = 'local-stranger'") == [[0]]
+    db.close()
+
+
+def test_admin_routes_take_the_printed_secret(local_run: LocalRun) -> None:
+    status, running, _ = local_run.call(
+        "GET", "/api/v1/operator/runningjobs", headers={"Admin": local_run.admin}
+    )
+    assert status == 200 and isinstance(running, list)
+    assert local_run.call("GET", "/api/v1/operator/runningjobs", headers={"Admin": "x"})[0] == 401
