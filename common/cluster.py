@@ -147,14 +147,14 @@ class KubeCluster:
         if not name:
             raise NotFound(missing)
         # A pod not yet on a node has no log: the API answers 400, which for us is "not yet".
-        text: str = _call(
+        text: str | None = _call(
             lambda: self._core.read_namespaced_pod_log(
                 name, namespace, _request_timeout=REQUEST_TIMEOUT
             ),
             missing=f"No log yet for workflow={job_id} and component={component}",
             missing_statuses=(400, 404),
         )
-        return text
+        return text or ""  # the client gives None for an empty log
 
 
 def build_cluster(settings: Settings) -> Cluster:
