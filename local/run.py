@@ -11,9 +11,11 @@ make calls (an admin secret, a Provider key in the allowlist) is made once and k
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
@@ -23,7 +25,7 @@ from common import routes, store
 from common.config import Settings
 from common.db import Database
 from common.errors import ConfigError, Unavailable
-from local import postgres
+from local import controlplane, postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -50,10 +52,10 @@ def function_apps() -> dict[str, WSGIApp]:
     }
 
 
-def prepare(env: MutableMapping[str, str], data: Path) -> list[str]:
+def prepare(env: MutableMapping[str, str], data: Path, *, control_plane: str = "auto") -> list[str]:
     """Fill in what the local run needs and the caller did not set; return what to tell them."""
     data.mkdir(parents=True, exist_ok=True)
-    notes = []
+    notes = [start_cluster(env, data, control_plane)]
     if env.get("POSTGRES_HOST"):
         notes.append(
             f"database: PostgreSQL at {env['POSTGRES_HOST']}:"
@@ -74,8 +76,33 @@ def prepare(env: MutableMapping[str, str], data: Path) -> list[str]:
         notes.append(f"provider allowlist: {address}  (its key is in {data / 'provider.key'})")
     else:
         notes.append(f"provider allowlist: {env.get('ALLOWED_PROVIDERS') or '(none)'}")
-    env.setdefault("CLUSTER", "off")
     return notes
+
+
+def start_cluster(env: MutableMapping[str, str], data: Path, wanted: str) -> str:
+    """The cluster the run registers WorkFlows in: the one CLUSTER/KUBECONFIG name, else the
+    local control plane when its binaries are built (`make testbin`), else none."""
+    if env.get("CLUSTER") or env.get("KUBECONFIG"):
+        return (
+            f"cluster: CLUSTER={env.get('CLUSTER', 'auto')} KUBECONFIG={env.get('KUBECONFIG', '')}"
+        )
+    assets = controlplane.find_assets() if wanted != "off" else None
+    if assets is None:
+        env["CLUSTER"] = "off"
+        if wanted == "on":
+            raise SystemExit("operator-service: no control-plane binaries; run `make testbin`")
+        return "cluster: off (`make testbin` builds a local control plane the run then starts)"
+    workdir = data / "control-plane"
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh cluster each run; jobs stay in the DB
+    plane = controlplane.start(assets, workdir)
+    owner = os.getpid()
+    # Only this process stops it: gunicorn's forked worker runs atexit handlers too.
+    atexit.register(lambda: plane.stop() if os.getpid() == owner else None)
+    env["CLUSTER"], env["KUBECONFIG"] = "kubeconfig", str(plane.admin_kubeconfig)
+    return (
+        f"cluster: local control plane at {plane.url} "
+        f"(kubectl --kubeconfig {plane.admin_kubeconfig} get workflows -A)"
+    )
 
 
 def provider_address(key: str) -> str:
@@ -133,9 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8050)
     parser.add_argument("--data", type=Path, default=ROOT / ".data")
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--control-plane",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="start the local etcd + kube-apiserver (auto: when built)",
+    )
     args = parser.parse_args(argv)
 
-    notes = prepare(os.environ, args.data.resolve())
+    notes = prepare(os.environ, args.data.resolve(), control_plane=args.control_plane)
     try:
         settings = Settings.from_env(os.environ)
         announced = initialise(settings)

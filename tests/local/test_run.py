@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,28 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
-    data = tmp_path_factory.mktemp("local") / "data"
+    with launch(tmp_path_factory.mktemp("local") / "data", control_plane="off") as run:
+        yield run
+
+
+@contextmanager
+def launch(data: Path, *, control_plane: str) -> Iterator[LocalRun]:
+    """`python -m local.run` as a process, until its banner is out and it answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "ALLOWED_"))}
     env.pop("SIGNATURE_REQUIRED", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.run", "--port", str(port), "--data", str(data)],
+        [
+            sys.executable,
+            "-m",
+            "local.run",
+            "--port",
+            str(port),
+            "--data",
+            str(data),
+            "--control-plane",
+            control_plane,
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -98,7 +115,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
         if "API docs:" in line:
             break
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/", timeout=1).close()
