@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from common.config import Settings
 from common.db import Database
 from tests import storage
@@ -76,12 +74,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
-    with launch(tmp_path_factory.mktemp("local") / "data", control_plane="off") as run:
-        yield run
 
 
 @contextmanager

@@ -1,0 +1,264 @@
+"""opctl: the operator API from a terminal, signed like the Provider.
+
+Exit codes: 0 done; 1 the service refused the request (its message is printed); 2 a usage or
+local error (bad key file, bad arguments); 3 the service is unavailable or unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from opclient.client import Client, Download, ServiceError, Unreachable
+from opclient.signing import Signer
+
+DEFAULT_URL = "http://localhost:8050"
+LOCAL_DATA = Path(".data")  # where `make run` keeps its Provider key and admin secret
+OK, REFUSED, USAGE, UNAVAILABLE = 0, 1, 2, 3
+STATUS_COLUMNS = ("jobId", "status", "statusText", "agreementId", "owner", "dateCreated", "results")
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        client = Client(url=args.url, signer=_signer(args), admin=_admin(args))
+        shown = args.run(client, args)
+    except ServiceError as error:
+        print(f"opctl: {error.message} (HTTP {error.status})", file=sys.stderr)
+        return UNAVAILABLE if error.status >= 500 else REFUSED
+    except Unreachable as error:
+        print(f"opctl: {error}", file=sys.stderr)
+        return UNAVAILABLE
+    except (UsageError, ValueError, OSError) as error:
+        print(f"opctl: {error}", file=sys.stderr)
+        return USAGE
+    if shown is not None:
+        print(json.dumps(shown, indent=2) if args.json else table(shown))
+    return OK
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="opctl", description=__doc__.split("\n")[0])
+    top.add_argument(
+        "--url",
+        default=os.environ.get("OPCTL_URL", DEFAULT_URL),
+        help=f"the service (default $OPCTL_URL or {DEFAULT_URL})",
+    )
+    top.add_argument(
+        "--key-file",
+        type=Path,
+        default=os.environ.get("OPCTL_KEY_FILE"),
+        help="the Provider's private key, hex (default $OPCTL_KEY_FILE, "
+        "$OPCTL_PROVIDER_KEY, or the local run's .data/provider.key)",
+    )
+    top.add_argument(
+        "--admin",
+        default=os.environ.get("OPCTL_ADMIN"),
+        help="the admin secret (default $OPCTL_ADMIN or .data/admin-secret)",
+    )
+    top.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    commands = top.add_subparsers(required=True, metavar="command")
+
+    def command(
+        name: str, run: Callable[[Client, argparse.Namespace], Any], text: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(run=run)
+        return sub
+
+    start = command("start", run_start, "start a job from a workflow file or from flags")
+    start.add_argument("workflow", nargs="?", type=Path, help="a workflow JSON file")
+    start.add_argument("--image", help="algorithm container image")
+    start.add_argument("--tag", default="latest")
+    start.add_argument("--entrypoint", default="$ALGO", help="e.g. 'python $ALGO'")
+    start.add_argument("--algorithm-file", type=Path, help="algorithm source, sent as raw code")
+    start.add_argument("--algorithm-url", help="where the job fetches the algorithm")
+    start.add_argument("--algorithm-did", default="", help="the algorithm asset's DID, if any")
+    start.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an input file's URL (repeat for several)",
+    )
+    start.add_argument("--environment", default="ocean-compute", help="compute environment")
+    start.add_argument("--agreement-id", help="default: a new random id")
+    start.add_argument("--owner", help="consumer address (default: the signer's)")
+    start.add_argument("--chain-id", type=int)
+
+    for name, run, text in (
+        ("status", run_status, "show jobs"),
+        ("stop", run_stop, "ask the engine to stop jobs"),
+        ("delete", run_delete, "stop jobs and remove their cluster objects"),
+    ):
+        sub = command(name, run, text)
+        sub.add_argument("job_id", nargs="?")
+        sub.add_argument("--agreement-id")
+        sub.add_argument("--owner", help="default: the signer's address")
+
+    result = command("result", run_result, "download one output file of a job")
+    result.add_argument("job_id")
+    result.add_argument("index", type=int)
+    result.add_argument("-o", "--output", type=Path, help="file to write (default: its name)")
+    result.add_argument("--owner", help="default: the signer's address")
+
+    envs = command("environments", run_environments, "environments announced by engines")
+    envs.add_argument("--chain-id", type=int)
+    command("init", lambda c, a: c.init(), "create or upgrade the database schema (admin)")
+    command("list", lambda c, a: c.workflows(), "WorkFlow names in Kubernetes (admin)")
+    command("running", lambda c, a: c.running(), "unfinished jobs (admin)")
+    info = command("info", lambda c, a: c.info(a.job_id), "one WorkFlow object (admin)")
+    info.add_argument("job_id")
+    logs = command("logs", run_logs, "a stage's pod log (admin)")
+    logs.add_argument("job_id")
+    logs.add_argument("component", choices=("configure", "algorithm", "filter", "publish"))
+    return top
+
+
+def run_start(client: Client, args: argparse.Namespace) -> Any:
+    if args.workflow:
+        workflow = json.loads(args.workflow.read_text())
+    elif args.image:
+        workflow = {"stages": [stage_from_flags(args)]}
+    else:
+        raise UsageError("give a workflow file, or at least --image")
+    return client.start(
+        workflow=workflow,
+        environment=args.environment,
+        agreement_id=args.agreement_id or uuid.uuid4().hex,
+        owner=args.owner,
+        chain_id=args.chain_id,
+    )
+
+
+def stage_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    algorithm: dict[str, Any] = {
+        "id": args.algorithm_did,
+        "container": {"image": args.image, "tag": args.tag, "entrypoint": args.entrypoint},
+    }
+    if args.algorithm_file:
+        algorithm["rawcode"] = args.algorithm_file.read_text()
+    if args.algorithm_url:
+        algorithm["url"] = args.algorithm_url
+    inputs = [{"id": f"url:{url}", "url": [url], "index": i} for i, url in enumerate(args.input)]
+    return {"index": 0, "input": inputs, "algorithm": algorithm, "compute": {}, "output": {}}
+
+
+def _job_filter(args: argparse.Namespace) -> dict[str, Any]:
+    if not (args.job_id or args.agreement_id or args.owner):
+        raise UsageError("give a job id, --agreement-id or --owner")
+    return {"job_id": args.job_id, "agreement_id": args.agreement_id, "owner": args.owner}
+
+
+def run_status(client: Client, args: argparse.Namespace) -> Any:
+    return client.status(**_job_filter(args))
+
+
+def run_stop(client: Client, args: argparse.Namespace) -> Any:
+    return client.stop(**_job_filter(args))
+
+
+def run_delete(client: Client, args: argparse.Namespace) -> Any:
+    return client.delete(**_job_filter(args))
+
+
+def run_environments(client: Client, args: argparse.Namespace) -> Any:
+    return client.environments(args.chain_id)
+
+
+def run_logs(client: Client, args: argparse.Namespace) -> None:
+    sys.stdout.write(client.logs(args.job_id, args.component))
+    return None
+
+
+def run_result(client: Client, args: argparse.Namespace) -> Any:
+    download = client.result(job_id=args.job_id, index=args.index, owner=args.owner)
+    target = args.output or Path(Path(download.filename).name)
+    written = save(download, target)
+    return {"file": str(target), "bytes": written}
+
+
+def save(download: Download, target: Path) -> int:
+    """Write the body to `target` as it arrives, with a progress bar on a terminal."""
+    written = 0
+    show = sys.stderr.isatty() and (download.size or 0) > 1024 * 1024
+    with download.body, target.open("wb") as out:
+        for chunk in download.chunks():
+            out.write(chunk)
+            written += len(chunk)
+            if show and download.size:
+                done = written * 30 // download.size
+                print(
+                    f"\r[{'#' * done}{'.' * (30 - done)}] {written}/{download.size} bytes",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    if show:
+        print(file=sys.stderr)
+    return written
+
+
+def table(shown: Any) -> str:
+    """Status objects as rows; other lists one item a line; objects as key: value."""
+    if isinstance(shown, list) and shown and all(isinstance(row, dict) for row in shown):
+        columns = [c for c in STATUS_COLUMNS if c in shown[0]] or list(shown[0])
+        rows = [[_cell(column, row.get(column)) for column in columns] for row in shown]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+        return "\n".join(line.rstrip() for line in lines)
+    if isinstance(shown, list):
+        return "\n".join(str(item) for item in shown) if shown else "(none)"
+    if isinstance(shown, dict):
+        return "\n".join(
+            f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in shown.items()
+        )
+    return str(shown)
+
+
+def _cell(column: str, value: Any) -> str:
+    if column == "dateCreated" and value:
+        moment = datetime.datetime.fromtimestamp(float(value), datetime.UTC)
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    if column == "results":
+        return str(len(value)) if isinstance(value, list) else "0"
+    return "" if value is None else str(value)
+
+
+def _signer(args: argparse.Namespace) -> Signer | None:
+    if args.key_file:
+        return _read_key(Path(args.key_file))
+    if os.environ.get("OPCTL_PROVIDER_KEY"):
+        return Signer.from_hex(os.environ["OPCTL_PROVIDER_KEY"])
+    local = LOCAL_DATA / "provider.key"
+    return _read_key(local) if local.exists() else None
+
+
+def _read_key(path: Path) -> Signer:
+    try:
+        return Signer.from_file(path)
+    except (ValueError, TypeError):
+        raise UsageError(f"{path} does not hold a private key (64 hex digits)") from None
+
+
+def _admin(args: argparse.Namespace) -> str | None:
+    if args.admin:
+        return str(args.admin)
+    local = LOCAL_DATA / "admin-secret"
+    return local.read_text().strip() if local.exists() else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

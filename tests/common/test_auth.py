@@ -1,0 +1,62 @@
+"""The Provider's signature scheme, pinned to the contract's test vector."""
+
+from __future__ import annotations
+
+import pytest
+
+from common import auth
+from common.auth import Nonce
+from common.config import Settings
+from common.errors import BadRequest, Unauthorized
+from opclient.signing import Signer
+
+KEY = "0x1f990f8b013fc5c7955e0f8746f11ded231721b9cf3f99ff06cdc03492b28090"
+ADDRESS = "0xe17D2A07EFD5b112F4d675ea2d122ddb145d117B"
+OWNER = "0xC41808BBef371AD5CFc76466dDF9dEe228d2BdAA"
+NONCE = "1700000000000000000"
+SIGNATURE = (
+    "0x9e454935daaf88e27b303e410e988926a37422430cb313256682b5ce4349a61f"
+    "66b0fa4d412ff8a877fa7023d3d7f9982483537dbd2ac9a27c9eda0f518d746f01"
+)
+
+
+def test_the_signed_message_is_owner_job_and_nonce() -> None:
+    nonce = Nonce(NONCE, 0)  # type: ignore[arg-type]
+    assert auth.signed_message(OWNER, None, nonce) == OWNER + NONCE
+    assert auth.signed_message(OWNER, "job", nonce) == OWNER + "job" + NONCE
+
+
+def test_the_contract_vector_recovers_in_both_v_forms() -> None:
+    assert auth.recover_signer(OWNER + NONCE, SIGNATURE) == ADDRESS
+    assert auth.recover_signer(OWNER + NONCE, SIGNATURE[:-2] + "1c") == ADDRESS
+
+
+def test_the_upstream_bug_recovers_someone_else() -> None:
+    assert auth.recover_signer(OWNER, SIGNATURE) == "0x977f64ec6c9a37ef79142bc8666563aD4A10dF48"
+
+
+def test_the_client_signs_the_vector_exactly() -> None:
+    signer = Signer.from_hex(KEY)
+    assert signer.address == ADDRESS
+    assert signer.sign(OWNER + NONCE) == SIGNATURE
+    assert signer.sign(OWNER + NONCE, ethers_v=True) == SIGNATURE[:-2] + "1c"
+    assert KEY not in repr(signer)
+
+
+@pytest.mark.parametrize("bad", ["", "0x", "zz", "0x" + "00" * 65, SIGNATURE[:-4]])
+def test_unreadable_signatures(bad: str) -> None:
+    with pytest.raises(BadRequest, match="Failed to recover address"):
+        auth.recover_signer(OWNER + NONCE, bad)
+
+
+def test_admin_header_checks() -> None:
+    settings = Settings(
+        postgres_host="x",
+        allowed_admins=("one", "two"),
+        allowed_providers=frozenset({ADDRESS.lower()}),
+    )
+    auth.authenticate_admin(settings, "two")
+    with pytest.raises(BadRequest):
+        auth.authenticate_admin(settings, "")
+    with pytest.raises(Unauthorized):
+        auth.authenticate_admin(settings, "three")
