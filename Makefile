@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test testbin
+.PHONY: run test testbin deploy manifests
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,7 +18,18 @@ run: $(STAMP)
 testbin: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" tools/k8s-testbin/build.sh
 
+# The manifests of deploy/knative that come from the route table.
+manifests: $(STAMP)
+	$(PY) deploy/knative/generate.py
+
+# Apply everything to the current kube context (README: Deploying).
+deploy:
+	kubectl apply -f deploy/knative/crd.yaml -f deploy/knative/rbac.yaml \
+		-f deploy/knative/config.yaml -f deploy/knative/services.yaml -f deploy/knative/routing.yaml
+
 test: $(STAMP)
+	$(VENV)/bin/hadolint Containerfile
+	$(PY) deploy/knative/generate.py --check
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

@@ -52,7 +52,7 @@ def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
             if route is None:
                 raise _no_route(request)
             if route.everywhere:
-                return meta.serve(route, request, lambda: _runtime().settings)
+                return meta.serve(route, request, _runtime)
             handler = table.get((route.method, route.path))
             if handler is None:
                 raise NotFound(

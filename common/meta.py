@@ -20,13 +20,16 @@ from flask import Request, Response
 from common import routes
 from common.config import Settings
 from common.errors import NotFound
+from common.runtime import Runtime
 
 SOFTWARE = "Operator service"
 
 
-def serve(route: routes.Route, request: Request, settings: Callable[[], Settings]) -> Response:
+def serve(route: routes.Route, request: Request, runtime: Callable[[], Runtime]) -> Response:
     if route.path == "/":
-        return _json(about(settings()))
+        return _json(about(runtime().settings))
+    if route.path == "/healthz":
+        return _json(health(runtime()))
     if route.path == "/spec":
         return Response(spec_json(), mimetype="application/json")
     return docs_asset(request.path.removeprefix(routes.DOCS))
@@ -45,6 +48,13 @@ def about(settings: Settings) -> dict[str, Any]:
         "cluster": settings.cluster,
         "warnings": settings.warnings(),
     }
+
+
+def health(rt: Runtime) -> dict[str, str]:
+    """What a readiness probe asks: can this instance reach its database? Raises Unavailable
+    (503) when it cannot, so the platform sends it no traffic until it can."""
+    rt.db.query("SELECT 1")
+    return {"database": "ok", "cluster": rt.cluster.mode}
 
 
 @functools.cache

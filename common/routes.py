@@ -36,6 +36,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{PREFIX}/info", "list"),
     Route("POST", f"{PREFIX}/pgsqlinit", "admin_init"),
     Route("GET", "/", "status", everywhere=True),
+    Route("GET", "/healthz", "status", everywhere=True),
     Route("GET", "/spec", "status", everywhere=True),
     Route("GET", DOCS, "status", everywhere=True),
 )

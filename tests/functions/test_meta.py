@@ -38,6 +38,11 @@ def test_every_function_answers_the_shared_routes(rt: object, name: str) -> None
     assert client.get("/api/v1/docs/operator-init.js").status_code == 200
 
 
+def test_health_reaches_the_database(status: FlaskClient) -> None:
+    response = status.get("/healthz")
+    assert (response.status_code, response.json) == (200, {"database": "ok", "cluster": "off"})
+
+
 def test_the_spec_documents_exactly_the_route_table(status: FlaskClient) -> None:
     spec = status.get("/spec").json
     documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}

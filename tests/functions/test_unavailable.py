@@ -48,5 +48,7 @@ def test_every_data_route_answers_503(
     assert "Traceback" not in caplog.text and "db-password-value" not in caplog.text
 
 
-def test_the_root_needs_no_database(status: FlaskClient) -> None:
+def test_the_root_needs_no_database_and_health_says_it_is_gone(status: FlaskClient) -> None:
     assert status.get("/").status_code == 200
+    health = status.get("/healthz")
+    assert (health.status_code, health.json) == (503, {"error": "database unavailable"})
