@@ -135,8 +135,10 @@ def engine_stage(stage: dict[str, Any]) -> dict[str, Any]:
     """Stage 0 as received, with what the engine dereferences made present: `algorithm.id`
     (empty for raw code) and an `id` on every input."""
     for position, item in enumerate(stage["input"]):
-        if not item.get("id"):
+        if not item.get("id") or not isinstance(item["id"], str):
             raise BadRequest(f"Missing id in input {position} of stage 0")
+    if not isinstance(stage["algorithm"].get("id", ""), str):
+        raise BadRequest("`algorithm.id` of stage 0 must be a string")
     stage = copy.deepcopy(stage)
     stage["algorithm"].setdefault("id", "")
     return stage

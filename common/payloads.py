@@ -23,6 +23,7 @@ MAX_TEXT = 255  # the varchar(255) columns of the engine's schema
 NONCE_PATTERN = re.compile(r"\d{1,40}(\.\d{1,20})?")
 COMPONENTS = ("configure", "algorithm", "filter", "publish")
 NO_FILTER = "You have to specify one of agreementId, jobId or owner"
+MAX_INPUTS = 1000  # a job's datasets; the engine provisions each, so a bound keeps jobs sane
 
 
 def require(data: Data, names: tuple[str, ...], call: str) -> None:
@@ -107,7 +108,7 @@ class StartRequest:
             workflow=workflow,
             agreement_id=_required_text(data, "agreementId"),
             owner=_required_text(data, "owner"),
-            signature=_required_text(data, "providerSignature"),
+            signature=text(data, "providerSignature") or "",
             environment=_required_text(data, "environment"),
             nonce=nonce(data, call),
             chain_id=integer(data, "chainId"),
@@ -133,6 +134,8 @@ class StartRequest:
         inputs = stage["input"]
         if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
             raise BadRequest("`input` of stage 0 must be a list of JSON objects")
+        if len(inputs) > MAX_INPUTS:
+            raise BadRequest(f"At most {MAX_INPUTS} inputs are allowed in stage 0")
         return stage
 
 
@@ -195,7 +198,7 @@ class ResultRequest:
         return cls(
             job_id=_required_text(data, "jobId"),
             owner=_required_text(data, "owner"),
-            signature=_required_text(data, "providerSignature"),
+            signature=text(data, "providerSignature") or "",
             nonce=nonce(data, call),
             index=index,
         )
@@ -220,5 +223,6 @@ class JobRef:
 
 def _required_text(data: Data, name: str) -> str:
     value = text(data, name)
-    assert value is not None
+    if not value:
+        raise BadRequest(f'"{name}" must not be empty')
     return value
