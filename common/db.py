@@ -134,7 +134,7 @@ class Database:
                     "statement_timeout": str(STATEMENT_TIMEOUT_MS),
                 },
             )
-        except pg.InterfaceError as exc:
+        except (pg.InterfaceError, OSError) as exc:  # refused, reset, or cut mid-handshake
             log.warning("cannot connect to PostgreSQL at %s: %s", s.postgres_host, exc)
             raise Unavailable("database unavailable") from None
         except pg.DatabaseError as exc:

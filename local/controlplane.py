@@ -52,6 +52,7 @@ class ControlPlane:
     ca_file: Path
     admin_kubeconfig: Path
     kubectl_path: str
+    pki: dict[str, Path] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def kubectl(self, *args: str, kubeconfig: Path | None = None, stdin: str | None = None) -> str:
@@ -86,12 +87,17 @@ class ControlPlane:
                 process.wait()
         self.processes.clear()
 
-    def stop_apiserver(self) -> subprocess.Popen[bytes]:
-        """Take the API server away (etcd stays) to test what callers do without it."""
+    def stop_apiserver(self) -> None:
+        """Take the API server away (etcd stays), to test what callers do without it."""
         apiserver = self.processes[-1]
         apiserver.terminate()
         apiserver.wait(timeout=15)
-        return apiserver
+
+    def restart_apiserver(self) -> None:
+        """Bring it back on the same port, with the same keys: old tokens stay valid."""
+        argv = [str(arg) for arg in self.processes[-1].args]  # type: ignore[union-attr]
+        self.processes[-1] = _spawn(self.workdir, "kube-apiserver", argv)
+        _wait_ready(self, self.pki)
 
 
 def start(assets: Path, workdir: Path) -> ControlPlane:
@@ -177,6 +183,7 @@ def start(assets: Path, workdir: Path) -> ControlPlane:
             ca_file=pki["ca.crt"],
             admin_kubeconfig=admin,
             kubectl_path=_kubectl(assets),
+            pki=pki,
             processes=processes,
         )
         _wait_ready(plane, pki)
@@ -197,7 +204,7 @@ def start(assets: Path, workdir: Path) -> ControlPlane:
 
 
 def _spawn(workdir: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    log = (workdir / f"{name}.log").open("wb")
+    log = (workdir / f"{name}.log").open("ab")
     try:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     finally:

