@@ -115,14 +115,18 @@ def request_stop(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
     (status 1) is finished at once, since the engine would never see the request.
     Returns (jobId, namespace) of each job asked to stop."""
     where, params = jobs.where()
+    # Rows are locked in one order, so concurrent stops over overlapping jobs cannot deadlock.
     rows = tx.run(
-        f"""UPDATE jobs SET stopreq = 1,
+        f"""WITH target AS (
+                SELECT ctid FROM jobs WHERE datefinished IS NULL AND {where}
+                ORDER BY workflowid FOR UPDATE)
+            UPDATE jobs SET stopreq = 1,
                 status = CASE WHEN status = 1 THEN 70 ELSE status END,
                 statustext = CASE WHEN status = 1 THEN 'Job finished' ELSE statustext END,
                 datefinished = CASE WHEN status = 1 THEN NOW() ELSE datefinished END,
                 laststatusupdate = CASE WHEN status = 1 THEN NOW() ELSE laststatusupdate END
-            WHERE datefinished IS NULL AND {where}
-            RETURNING workflowid, namespace""",
+            FROM target WHERE jobs.ctid = target.ctid
+            RETURNING jobs.workflowid, jobs.namespace""",
         **params,
     )
     return [(job_id, namespace) for job_id, namespace in rows]
@@ -131,7 +135,10 @@ def request_stop(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
 def mark_removed(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
     where, params = jobs.where()
     rows = tx.run(
-        f"UPDATE jobs SET removed = 1 WHERE {where} RETURNING workflowid, namespace", **params
+        f"""WITH target AS (SELECT ctid FROM jobs WHERE {where} ORDER BY workflowid FOR UPDATE)
+            UPDATE jobs SET removed = 1 FROM target WHERE jobs.ctid = target.ctid
+            RETURNING jobs.workflowid, jobs.namespace""",
+        **params,
     )
     return [(job_id, namespace) for job_id, namespace in rows]
 
