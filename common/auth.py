@@ -45,14 +45,17 @@ def recover_signer(message: str, signature: str) -> str:
     v may be 0/1 (eth_keys) or 27/28 (ethers); eth-account accepts both."""
     try:
         raw = bytes.fromhex(signature.removeprefix("0x"))
-        if len(raw) != 65:
-            raise ValueError("a signature is 65 bytes")
-        if raw[64] in (0, 1):
-            raw = raw[:64] + bytes([raw[64] + 27])
+    except ValueError:
+        raw = b""
+    if len(raw) != 65:  # not a signature at all: the caller's mistake
+        raise BadRequest(UNRECOVERABLE)
+    if raw[64] in (0, 1):
+        raw = raw[:64] + bytes([raw[64] + 27])
+    try:
         digest = keccak(text=message)
         address: str = Account.recover_message(encode_defunct(primitive=digest), signature=raw)
-    except Exception:  # any malformed signature, whatever the library raises for it
-        raise BadRequest(UNRECOVERABLE) from None
+    except Exception:  # shaped like a signature, but no key signs like that: not authentic
+        raise Unauthorized(UNRECOVERABLE) from None
     return address
 
 

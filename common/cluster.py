@@ -174,8 +174,8 @@ def _call(
     except ApiException as exc:
         if exc.status in missing_statuses:
             raise NotFound(missing) from None
-        if exc.status == 422:  # the CRD's schema refused what the caller sent
-            raise BadRequest("The cluster rejected this workflow as invalid") from None
+        if exc.status in (400, 422):  # the API server refused what the caller sent
+            raise BadRequest("The cluster rejected this request as invalid") from None
         # 401/403 mean our RBAC or credentials are wrong: an operator's fault, not the caller's.
         log.error("Kubernetes API answered %s %s", exc.status, exc.reason)
         raise Unavailable("Kubernetes API unavailable") from None

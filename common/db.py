@@ -9,6 +9,7 @@ else is a bug that surfaces as a 500. Sessions run in UTC because the engine's t
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,32 +117,54 @@ class Database:
 
     def _connect(self) -> pg.Connection:
         s = self._settings
-        is_socket_dir = s.postgres_host.startswith("/")
         try:
-            conn = pg.Connection(
+            sock = self._socket()
+        except OSError as exc:
+            log.warning("cannot connect to PostgreSQL at %s: %s", s.postgres_host, exc)
+            raise Unavailable("database unavailable") from None
+        try:
+            return pg.Connection(
                 user=s.postgres_user,
                 password=s.postgres_password or None,
                 database=s.postgres_db,
-                host=None if is_socket_dir else s.postgres_host,
-                port=s.postgres_port,
-                unix_sock=f"{s.postgres_host}/.s.PGSQL.{s.postgres_port}"
-                if is_socket_dir
-                else None,
-                timeout=CONNECT_TIMEOUT_SECONDS + STATEMENT_TIMEOUT_MS / 1000,
+                sock=sock,
+                # TLS over a Unix socket buys nothing; over TCP, pg8000 negotiates it if offered.
+                ssl_context=False if self._is_socket_dir() else None,
                 application_name="operator-service",
-                startup_params={
-                    "TimeZone": "UTC",
-                    "statement_timeout": str(STATEMENT_TIMEOUT_MS),
-                },
+                startup_params={"TimeZone": "UTC", "statement_timeout": str(STATEMENT_TIMEOUT_MS)},
             )
-        except (pg.InterfaceError, OSError) as exc:  # refused, reset, or cut mid-handshake
+        except (pg.InterfaceError, OSError) as exc:  # reset or cut mid-handshake
+            sock.close()
             log.warning("cannot connect to PostgreSQL at %s: %s", s.postgres_host, exc)
             raise Unavailable("database unavailable") from None
         except pg.DatabaseError as exc:
+            sock.close()
             # Wrong password, unknown database: an operator's fault, reported as unavailable.
             log.error("PostgreSQL refused the connection: %s", _describe(exc))
             raise Unavailable("database unavailable") from None
-        return conn
+
+    def _is_socket_dir(self) -> bool:
+        return self._settings.postgres_host.startswith("/")
+
+    def _socket(self) -> socket.socket:
+        """Our own socket, so that whatever fails later, we are the ones who close it."""
+        s = self._settings
+        if self._is_socket_dir():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(CONNECT_TIMEOUT_SECONDS)
+                sock.connect(f"{s.postgres_host}/.s.PGSQL.{s.postgres_port}")
+            except OSError:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection(
+                (s.postgres_host, s.postgres_port), timeout=CONNECT_TIMEOUT_SECONDS
+            )
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        # After the handshake, a statement may run up to its limit before the socket gives up.
+        sock.settimeout(CONNECT_TIMEOUT_SECONDS + STATEMENT_TIMEOUT_MS / 1000)
+        return sock
 
     def _run(self, conn: Session, sql: str, params: dict[str, Any]) -> list[Row]:
         try:

@@ -22,6 +22,8 @@ Data = Mapping[str, Any]
 MAX_TEXT = 255  # the varchar(255) columns of the engine's schema
 NONCE_PATTERN = re.compile(r"\d{1,40}(\.\d{1,20})?")
 COMPONENTS = ("configure", "algorithm", "filter", "publish")
+# A jobId names a Kubernetes object and labels its pods: a DNS label, as uuid4().hex always is.
+JOB_ID_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 NO_FILTER = "You have to specify one of agreementId, jobId or owner"
 MAX_INPUTS = 1000  # a job's datasets; the engine provisions each, so a bound keeps jobs sane
 
@@ -218,7 +220,10 @@ class JobRef:
         component = _required_text(data, "component") if with_component else None
         if component is not None and component not in COMPONENTS:
             raise BadRequest(f"component must be one of {', '.join(COMPONENTS)}")
-        return cls(job_id=_required_text(data, "jobId"), component=component)
+        job_id = _required_text(data, "jobId")
+        if not JOB_ID_PATTERN.fullmatch(job_id):
+            raise BadRequest("Invalid jobId: expected a job id as start returned it")
+        return cls(job_id=job_id, component=component)
 
 
 def _required_text(data: Data, name: str) -> str:

@@ -22,9 +22,6 @@ from tests.conftest import ENVIRONMENT, function_client
 from tests.provider import start_body
 
 WORKERS = 12
-# pg8000 leaves its socket open when a connection attempt is cut mid-handshake (the server was
-# shutting down): the warning at garbage collection is the library's, not a leak of ours.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 URL = "/api/v1/operator/compute"
 
 
