@@ -1,0 +1,1 @@
+"""Benchmarks of the operator service, with the physical references measured beside them."""

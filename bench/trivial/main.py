@@ -1,0 +1,7 @@
+"""The reference handler: the same server stack as the service, doing nothing."""
+
+from flask import Request
+
+
+def trivial(request: Request) -> str:
+    return "ok"
