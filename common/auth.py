@@ -35,6 +35,16 @@ class Nonce:
     value: Decimal
 
 
+@dataclass(frozen=True)
+class SignedCall:
+    """What one Provider call signed, and the signature it carried."""
+
+    owner: str
+    job_id: str | None
+    signature: str | None
+    nonce: Nonce
+
+
 def signed_message(owner: str, job_id: str | None, nonce: Nonce) -> str:
     """What the Provider signs: owner + jobId + nonce, the jobId only when the call names one."""
     return f"{owner}{job_id or ''}{nonce.text}"
@@ -59,29 +69,21 @@ def recover_signer(message: str, signature: str) -> str:
     return address
 
 
-def authenticate_provider(
-    settings: Settings,
-    db: Database,
-    *,
-    owner: str,
-    job_id: str | None,
-    signature: str | None,
-    nonce: Nonce,
-) -> str | None:
+def authenticate_provider(settings: Settings, db: Database, call: SignedCall) -> str | None:
     """Return the signing Provider's address; raise when the call may not proceed.
     With SIGNATURE_REQUIRED=0 (legacy), nothing is checked and no signer is known."""
     if not settings.signature_required:
         return None
-    if not signature:
+    if not call.signature:
         raise BadRequest(SIGNATURE_MISSING)
-    signer = recover_signer(signed_message(owner, job_id, nonce), signature)
+    signer = recover_signer(signed_message(call.owner, call.job_id, call.nonce), call.signature)
     if signer.lower() not in settings.allowed_providers:
         log.info("rejected a request signed by %s: not in ALLOWED_PROVIDERS", signer)
         raise Unauthorized(
             f"The signing ethereum account {signer} is not authorized to use this service."
         )
-    if not store.consume_nonce(db, signer, nonce.value):
-        raise Unauthorized(f"Nonce {nonce.text} was already used or is too old")
+    if not store.consume_nonce(db, signer, call.nonce.value):
+        raise Unauthorized(f"Nonce {call.nonce.text} was already used or is too old")
     return signer
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from common.auth import Nonce
+from common.auth import Nonce, SignedCall
 from common.errors import BadRequest
 from common.store import JobFilter
 
@@ -116,6 +116,10 @@ class StartRequest:
             chain_id=integer(data, "chainId"),
         )
 
+    @property
+    def call(self) -> SignedCall:
+        return SignedCall(self.owner, None, self.signature, self.nonce)
+
     def stage(self) -> dict[str, Any]:
         """Stage 0, checked the way the engine needs it (contract section 3, step 5)."""
         stages = self.workflow.get("stages")
@@ -173,6 +177,10 @@ class JobQuery:
             nonce=nonce(data, call),
         )
 
+    @property
+    def call(self) -> SignedCall:
+        return SignedCall(self.owner, self.job_id, self.signature, self.nonce)
+
     def signed_jobs(self, signature_required: bool) -> JobFilter:
         """A signed caller only ever sees jobs of the owner it signed for, never all of them."""
         if not signature_required:
@@ -187,6 +195,10 @@ class ResultRequest:
     signature: str
     nonce: Nonce
     index: int
+
+    @property
+    def call(self) -> SignedCall:
+        return SignedCall(self.owner, self.job_id, self.signature, self.nonce)
 
     @classmethod
     def parse(cls, data: Data) -> ResultRequest:

@@ -9,14 +9,7 @@ from common.runtime import Runtime
 
 def get_result(request: Request, rt: Runtime) -> Response:
     wanted = ResultRequest.parse(http.request_data(request, rt.settings))
-    auth.authenticate_provider(
-        rt.settings,
-        rt.db,
-        owner=wanted.owner,
-        job_id=wanted.job_id,
-        signature=wanted.signature,
-        nonce=wanted.nonce,
-    )
+    auth.authenticate_provider(rt.settings, rt.db, wanted.call)
     return results.stream(rt.settings, request, jobs.output(rt, wanted))
 
 

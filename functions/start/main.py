@@ -9,14 +9,7 @@ from common.runtime import Runtime
 
 def create_job(request: Request, rt: Runtime) -> Response:
     order = StartRequest.parse(http.request_data(request, rt.settings))
-    provider = auth.authenticate_provider(
-        rt.settings,
-        rt.db,
-        owner=order.owner,
-        job_id=None,
-        signature=order.signature,
-        nonce=order.nonce,
-    )
+    provider = auth.authenticate_provider(rt.settings, rt.db, order.call)
     return http.json_response([jobs.start(rt, order, provider)])
 
 

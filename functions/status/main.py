@@ -9,14 +9,7 @@ from common.runtime import Runtime
 
 def job_status(request: Request, rt: Runtime) -> Response:
     query = JobQuery.parse(http.request_data(request, rt.settings), "GET")
-    auth.authenticate_provider(
-        rt.settings,
-        rt.db,
-        owner=query.owner,
-        job_id=query.job_id,
-        signature=query.signature,
-        nonce=query.nonce,
-    )
+    auth.authenticate_provider(rt.settings, rt.db, query.call)
     return http.json_response(jobs.statuses(rt, query.signed_jobs(rt.settings.signature_required)))
 
 

@@ -10,14 +10,7 @@ from common.store import JobFilter
 
 def _signed_jobs(request: Request, rt: Runtime) -> JobFilter:
     query = JobQuery.parse(http.request_data(request, rt.settings), request.method)
-    auth.authenticate_provider(
-        rt.settings,
-        rt.db,
-        owner=query.owner,
-        job_id=query.job_id,
-        signature=query.signature,
-        nonce=query.nonce,
-    )
+    auth.authenticate_provider(rt.settings, rt.db, query.call)
     return query.signed_jobs(rt.settings.signature_required)
 
 
