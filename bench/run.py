@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from common import store
 from common.config import Settings
 from common.db import Database
 from local import postgres
+from local.ports import free_port
 from opclient.signing import Signer
 
 HERE = Path(__file__).resolve().parent
@@ -54,13 +54,6 @@ STAGE = {
     "compute": {},
     "output": {},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @contextmanager

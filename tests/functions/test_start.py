@@ -10,9 +10,18 @@ import pytest
 from flask.testing import FlaskClient
 
 from common.db import Database
+from tests.conftest import function_client
 from tests.provider import OWNER, PROVIDER, STRANGER, stage, start_body
 
 URL = "/api/v1/operator/compute"
+
+
+def post_at_once(bodies: list[dict[str, Any]]) -> list[int]:
+    """Every body posted to start from its own thread, all at once; the status codes."""
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(
+            pool.map(lambda body: function_client("start").post(URL, json=body).status_code, bodies)
+        )
 
 
 def job_count(db: Database) -> int:
@@ -243,15 +252,9 @@ def test_one_unfinished_job_per_agreement(
 def test_fifty_concurrent_starts_with_one_agreement_create_exactly_one_job(
     start: FlaskClient, db: Database, env_announced: dict[str, Any]
 ) -> None:
-    bodies = [start_body("contested", nonce=1_700_000_000_000_000_000 + i) for i in range(50)]
-
-    def post(body: dict[str, Any]) -> int:
-        from tests.conftest import function_client
-
-        return function_client("start").post(URL, json=body).status_code
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        codes = list(pool.map(post, bodies))
+    codes = post_at_once(
+        [start_body("contested", nonce=1_700_000_000_000_000_000 + i) for i in range(50)]
+    )
 
     assert sorted(codes) == [200] + [400] * 49
     assert db.query("SELECT count(*) FROM jobs WHERE agreementid = 'contested'")[0][0] == 1
@@ -262,15 +265,7 @@ def test_fifty_concurrent_replays_are_accepted_once(
 ) -> None:
     """Same signer and nonce, fifty times at once, each with its own agreement: one job."""
     nonce = 1_700_000_000_000_000_000
-    bodies = [start_body(f"replay-{i}", nonce=nonce) for i in range(50)]
-
-    def post(body: dict[str, Any]) -> int:
-        from tests.conftest import function_client
-
-        return function_client("start").post(URL, json=body).status_code
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        codes = list(pool.map(post, bodies))
+    codes = post_at_once([start_body(f"replay-{i}", nonce=nonce) for i in range(50)])
 
     assert sorted(codes) == [200] + [401] * 49
     assert job_count(db) == 1
