@@ -215,6 +215,10 @@ class Transaction:
     def run(self, sql: str, **params: Any) -> list[Row]:
         return self._db._run(self._conn, sql, params)
 
+    # Inside a transaction, a read is a statement like any other: the same name as
+    # Database.query lets a query serve both.
+    query = run
+
 
 def _describe(exc: pg.DatabaseError) -> str:
     fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}

@@ -107,7 +107,7 @@ def insert_job(tx: Transaction, job: NewJob) -> str:
 def job_rows(db: Database | Transaction, jobs: JobFilter) -> list[Row]:
     where, params = jobs.where()
     sql = f"SELECT {STATUS_COLUMNS} FROM jobs WHERE {where} ORDER BY datecreated"
-    return db.query(sql, **params) if isinstance(db, Database) else db.run(sql, **params)
+    return db.query(sql, **params)
 
 
 def request_stop(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
