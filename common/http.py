@@ -39,11 +39,11 @@ JSON_TYPES = ("application/json",)
 def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
     """The entry point of function `name`; `handlers` maps (method, path under the API prefix)
     to a handler, and must cover exactly this function's routes in the route table."""
-    own = {(route.method, route.path): route for route in routes.of_function(name)}
+    own = {(route.method, route.path) for route in routes.of_function(name)}
     table = {
         (method, routes.PREFIX + path): handler for (method, path), handler in handlers.items()
     }
-    if set(table) != set(own):
+    if set(table) != own:
         raise ValueError(f"function {name!r} handlers do not match the route table")
 
     def entry(request: Request) -> Response:

@@ -71,3 +71,20 @@ def test_a_route_of_another_function(status: FlaskClient) -> None:
         404,
         {"error": "POST /api/v1/operator/compute is served by the start function"},
     )
+
+
+def test_a_misconfigured_service_says_so_without_details(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No runtime installed: the first request reads the environment, which names no database."""
+    from common import runtime
+
+    runtime.install(None)
+    for name in ("POSTGRES_HOST", "ALLOWED_PROVIDERS", "SIGNATURE_REQUIRED"):
+        monkeypatch.delenv(name, raising=False)
+    response = function_client("status").get("/healthz")
+    assert (response.status_code, response.json) == (
+        503,
+        {"error": "The service is misconfigured; its log says how"},
+    )
+    assert "POSTGRES_HOST: required" in caplog.text
