@@ -44,6 +44,7 @@ def test_fuzzing_from_the_openapi_document(control_plane: ControlPlane, tmp_path
             text=True,
             timeout=600,
             check=False,
+            cwd=tmp_path,  # schemathesis keeps its cache in the working folder
         )
         log = run.log_path.read_text()
     cases = re.search(r"(\d+) generated", done.stdout)
