@@ -8,7 +8,7 @@ from pathlib import Path
 
 from local.controlplane import ControlPlane
 from tests.local.test_run import launch
-from tests.provider import stage
+from tests.provider import start_body
 
 
 def test_the_local_run_registers_workflows_in_its_own_control_plane(
@@ -19,12 +19,7 @@ def test_the_local_run_registers_workflows_in_its_own_control_plane(
         assert "cluster: local control plane at https://127.0.0.1:" in run.output
         status, about, _ = run.call("GET", "/")
         assert about["cluster"] == "kubeconfig"
-        body = {
-            "workflow": {"stages": [stage()]},
-            "agreementId": "local-k8s",
-            "environment": "ocean-compute",
-            **run.provider.signed(),
-        }
+        body = start_body("local-k8s", provider=run.provider)
         status, started, _ = run.call("POST", "/api/v1/operator/compute", body=body)
         assert status == 200, started
         job_id = started[0]["jobId"]

@@ -10,7 +10,7 @@ from typing import Any
 from common.db import Database
 from tests import storage
 from tests.local.test_run import launch
-from tests.provider import OWNER, PROVIDER, STRANGER, stage
+from tests.provider import OWNER, PROVIDER, STRANGER, start_body
 
 SECRETS = {
     "POSTGRES_PASSWORD": "marker-db-password-7f3a",
@@ -63,16 +63,9 @@ def test_no_secret_or_signature_in_logs_or_responses(
         admin = {"Admin": SECRETS["ALLOWED_ADMINS"]}
         call("GET", "!/")
         call("GET", "!/healthz")
-        _, started = call(
-            "POST",
-            "/compute",
-            body={
-                "workflow": {"stages": [stage()]},
-                "agreementId": "s1",
-                "environment": "ocean-compute",
-                **signed(),
-            },
-        )
+        body = start_body("s1")
+        signatures.append(body["providerSignature"])
+        _, started = call("POST", "/compute", body=body)
         job = started[0]["jobId"]
         schema_db.execute(
             "UPDATE jobs SET outputsurl = :o WHERE workflowid = :j",
@@ -101,16 +94,9 @@ def test_no_secret_or_signature_in_logs_or_responses(
         replay = signed(job_id=job)
         call("GET", "/compute", query=replay)
         call("GET", "/compute", query=replay)  # 401 replay
-        call(
-            "POST",
-            "/compute",
-            body={
-                "workflow": {"stages": []},
-                "agreementId": "s2",
-                "environment": "ocean-compute",
-                **signed(),
-            },
-        )  # 400
+        body = start_body("s2", workflow={"stages": []})
+        signatures.append(body["providerSignature"])
+        call("POST", "/compute", body=body)  # 400
         call(
             "GET",
             "/compute",

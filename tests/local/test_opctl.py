@@ -90,17 +90,7 @@ def test_stop_and_delete(local_run: LocalRun, job_id: str) -> None:
 
 def test_result_downloads_by_index(local_run: LocalRun, job_id: str, tmp_path: Path) -> None:
     with storage.serve({"out.csv": b"x,y\n1,2\n"}) as store:
-        db = local_run.database()
-        outputs = [
-            {"filename": "out.csv", "filesize": 8, "url": f"{store.url}/out.csv", "type": "output"}
-        ]
-        db.execute(
-            "UPDATE jobs SET status = 70, datefinished = NOW(), outputsurl = :o "
-            "WHERE workflowid = :j",
-            o=json.dumps(outputs),
-            j=job_id,
-        )
-        db.close()
+        local_run.engine_finishes(job_id, f"{store.url}/out.csv", 8)
         saved = opctl_json(local_run, "result", job_id, "0", "-o", str(tmp_path / "got.csv"))
     assert saved == {"file": str(tmp_path / "got.csv"), "bytes": 8}
     assert (tmp_path / "got.csv").read_bytes() == b"x,y\n1,2\n"

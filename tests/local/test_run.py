@@ -21,7 +21,7 @@ from common.config import Settings
 from common.db import Database
 from local.ports import free_port
 from tests import storage
-from tests.provider import OWNER, STRANGER, Provider, stage
+from tests.provider import OWNER, STRANGER, Provider, start_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +61,18 @@ class LocalRun:
         """The embedded server the run started, reached through its socket in the data folder."""
         socket_dir = self.data / "postgres"
         return Database(Settings(postgres_host=str(socket_dir), signature_required=False))
+
+    def engine_finishes(self, job_id: str, url: str, size: int) -> None:
+        """What the engine's publishing stage writes: the job done, its one output at `url`."""
+        outputs = [{"filename": "out.csv", "filesize": size, "url": url, "type": "output"}]
+        db = self.database()
+        db.execute(
+            "UPDATE jobs SET status = 70, statustext = 'Job finished', datefinished = NOW(), "
+            "outputsurl = :o WHERE workflowid = :j",
+            o=json.dumps(outputs),
+            j=job_id,
+        )
+        db.close()
 
 
 def _json(raw: bytes) -> Any:
@@ -133,12 +145,7 @@ def test_it_prints_where_it_listens_and_what_it_uses(local_run: LocalRun) -> Non
 
 def test_start_status_stop_status_and_get_result(local_run: LocalRun) -> None:
     provider = local_run.provider
-    body = {
-        "workflow": {"stages": [stage()]},
-        "agreementId": "local-1",
-        "environment": "ocean-compute",
-        **provider.signed(),
-    }
+    body = start_body("local-1", provider=provider)
     status, started, _ = local_run.call("POST", "/api/v1/operator/compute", body=body)
     assert status == 200, started
     job_id = started[0]["jobId"]
@@ -161,16 +168,8 @@ def test_start_status_stop_status_and_get_result(local_run: LocalRun) -> None:
         )
         assert (status, stopped[0]["stopreq"], stopped[0]["status"]) == (200, 1, 40)
 
-        outputs = [
-            {"filename": "out.csv", "filesize": 8, "url": f"{store.url}/out.csv", "type": "output"}
-        ]
-        db.execute(
-            "UPDATE jobs SET status = 70, statustext = 'Job finished', datefinished = NOW(), "
-            "outputsurl = :o WHERE workflowid = :j",
-            o=json.dumps(outputs),
-            j=job_id,
-        )
         db.close()
+        local_run.engine_finishes(job_id, f"{store.url}/out.csv", 8)
 
         status, finished, _ = local_run.call(
             "GET", "/api/v1/operator/compute", query=provider.signed(job_id=job_id)
@@ -186,12 +185,7 @@ def test_start_status_stop_status_and_get_result(local_run: LocalRun) -> None:
 
 
 def test_a_signer_outside_the_allowlist_gets_401_and_stores_nothing(local_run: LocalRun) -> None:
-    body = {
-        "workflow": {"stages": [stage()]},
-        "agreementId": "local-stranger",
-        "environment": "ocean-compute",
-        **STRANGER.signed(),
-    }
+    body = start_body("local-stranger", provider=STRANGER)
     status, answer, _ = local_run.call("POST", "/api/v1/operator/compute", body=body)
     assert status == 401, answer
     db = local_run.database()
