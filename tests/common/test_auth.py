@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils.crypto import keccak
 
 from common import auth
 from common.auth import Nonce
@@ -52,6 +57,47 @@ def test_unreadable_signatures(bad: str) -> None:
 def test_a_signature_no_key_could_make_is_unauthorized() -> None:
     with pytest.raises(Unauthorized, match="Failed to recover address"):
         auth.recover_signer(OWNER + NONCE, "0x" + "00" * 65)
+
+
+def test_recovery_agrees_with_eth_account_on_signed_and_tampered_signatures() -> None:
+    """Our recovery goes to libsecp256k1 directly; eth-account's `recover_message`, the one the
+    contract names, is the oracle. Tampered signatures must fail alike or recover alike."""
+    rng = random.Random(7)  # noqa: S311 - reproducible test keys, not secrets
+    for i in range(200):
+        signer = Signer.from_hex("0x" + rng.randbytes(32).hex())
+        message = f"0x{rng.randbytes(20).hex()}{'job-é' * (i % 3)}{rng.getrandbits(63)}"
+        signature = signer.sign(message, ethers_v=bool(i % 2))
+        assert auth.recover_signer(message, signature) == signer.address
+        raw = bytearray.fromhex(signature[2:])
+        raw[rng.randrange(64)] ^= 1 << rng.randrange(8)
+        tampered = "0x" + raw.hex()
+        expected = _eth_account_recovers(message, tampered)
+        if expected is None:
+            with pytest.raises(Unauthorized):
+                auth.recover_signer(message, tampered)
+        else:
+            assert auth.recover_signer(message, tampered) == expected
+
+
+@pytest.mark.parametrize("v", [2, 26, 29, 37, 255])
+def test_recovery_ids_no_signer_makes_are_unauthorized(v: int) -> None:
+    with pytest.raises(Unauthorized, match="Failed to recover address"):
+        auth.recover_signer(OWNER + NONCE, SIGNATURE[:-2] + f"{v:02x}")
+
+
+def test_r_or_s_beyond_the_curve_order_is_unauthorized() -> None:
+    with pytest.raises(Unauthorized, match="Failed to recover address"):
+        auth.recover_signer(OWNER + NONCE, "0x" + "ff" * 64 + "00")
+
+
+def _eth_account_recovers(message: str, signature: str) -> str | None:
+    try:
+        address: str = Account.recover_message(
+            encode_defunct(primitive=keccak(text=message)), signature=signature
+        )
+    except Exception:
+        return None
+    return address
 
 
 def test_admin_header_checks() -> None:
