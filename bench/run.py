@@ -52,7 +52,7 @@ ADMIN = "bench-admin-secret"
 OWNER = "0x" + "0b" * 20
 CONCURRENCY = (1, 8, 32)
 SCENARIOS = ("plain", "status", "start", "mixed", "running")
-GROWTH = (10_000, 100_000)  # and 0: the main service's own database
+GROWTH = (0, 10_000, 100_000)
 STAGE = {
     "index": 0,
     "input": [{"id": "did:op:in", "url": ["https://example.org/d.csv"]}],
@@ -316,7 +316,7 @@ def main() -> int:
     with ExitStack() as stack:
         bench = Bench(args.seconds, work, stack)
         reference = bench.reference()
-        service = bench.service(SERVICE, "bench_0")
+        service = bench.service(SERVICE, "bench_service")
         growth = [bench.service(stored(n), f"bench_{n}", n) for n in GROWTH]
         baseline = None
         if args.baseline:

@@ -21,7 +21,7 @@ def row(n: int, target: str, scenario: str, rps: float, **extra: object) -> dict
     }
 
 
-def test_a_ratio_pairs_runs_of_the_same_round_before_taking_the_median() -> None:
+def test_a_ratio_pairs_runs_of_the_same_quiet_round_before_taking_the_median() -> None:
     rows = report.Rows(
         [
             row(1, report.TRIVIAL, "trivial", 1000),
@@ -29,6 +29,8 @@ def test_a_ratio_pairs_runs_of_the_same_round_before_taking_the_median() -> None
             row(2, report.TRIVIAL, "trivial", 500),  # the machine slowed down for both
             row(2, report.SERVICE, "status", 300),
             row(3, report.TRIVIAL, "trivial", 800),  # a round the service missed counts not
+            row(4, report.TRIVIAL, "trivial", 1000, steal_percent=30.0),  # a neighbour's load
+            row(4, report.SERVICE, "status", 900),
         ]
     )
 
