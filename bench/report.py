@@ -49,6 +49,23 @@ class Spread:
         return f"{self.median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
+def cpu(part: str) -> Callable[[Row], float]:
+    return lambda r: float(r["cpu_ms"][part])
+
+
+def server_cpu(r: Row) -> float:
+    """What one request costs the machine's servers: the service and PostgreSQL."""
+    return float(r["cpu_ms"]["service"] + r["cpu_ms"]["postgres"])
+
+
+def rps(r: Row) -> float:
+    return float(r["rps"])
+
+
+def key(name: str) -> Callable[[Row], float]:
+    return lambda r: float(r[name])
+
+
 class Rows:
     def __init__(self, rows: list[Row]) -> None:
         self.rows = rows
@@ -71,7 +88,7 @@ class Rows:
         over: tuple[str, str],
         under: tuple[str, str],
         c: int,
-        value: Callable[[Row], float] = lambda r: float(r["rps"]),
+        value: Callable[[Row], float] = rps,
     ) -> Spread:
         """over / under, taken within each round where both ran; only over the quiet rounds,
         when there are at least two of them, since a neighbour on the host slows one run of a
@@ -87,23 +104,6 @@ class Rows:
 
     def targets(self) -> list[str]:
         return list(dict.fromkeys(r["target"] for r in self.rows))
-
-
-def cpu(part: str) -> Callable[[Row], float]:
-    return lambda r: float(r["cpu_ms"][part])
-
-
-def server_cpu(r: Row) -> float:
-    """What one request costs the machine's servers: the service and PostgreSQL."""
-    return float(r["cpu_ms"]["service"] + r["cpu_ms"]["postgres"])
-
-
-def rps(r: Row) -> float:
-    return float(r["rps"])
-
-
-def key(name: str) -> Callable[[Row], float]:
-    return lambda r: float(r[name])
 
 
 def table(header: Iterable[str], lines: Iterable[Iterable[Any]]) -> list[str]:
