@@ -1,7 +1,8 @@
 """Where a run's CPU went: the service's process tree, PostgreSQL's, and the load generator.
 
 Throughput on a shared 2-core machine moves by a quarter from one run to the next; CPU time per
-request barely moves, so it is what a before/after comparison trusts. Read from /proc (Linux).
+request moves less while the host is quiet, and the steal beside it says when it was not. Read
+from /proc (Linux).
 """
 
 from __future__ import annotations
@@ -21,22 +22,27 @@ def _stat(pid: int) -> list[str] | None:
     return text.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
 
 
-def tree_seconds(root: int) -> float:
-    """CPU seconds of `root` and its descendants, the exited ones included: a process's own
-    time, plus the time of the children it has reaped (cutime, cstime)."""
-    parents: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
-            stats[int(entry)] = fields
-            parents.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        if (fields := stats.get(pid)) is not None:
-            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-            todo += parents.get(pid, [])
-    return total * TICK
+class Processes:
+    """One reading of /proc: every process's CPU fields and who its children are."""
+
+    def __init__(self) -> None:
+        self.stats: dict[int, list[str]] = {}
+        self.children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+                self.stats[int(entry)] = fields
+                self.children.setdefault(int(fields[1]), []).append(int(entry))
+
+    def tree_seconds(self, root: int) -> float:
+        """CPU seconds of `root` and its descendants, the exited ones included: a process's
+        own time, plus the time of the children it has reaped (cutime, cstime)."""
+        total, todo = 0, [root]
+        while todo:
+            pid = todo.pop()
+            if (fields := self.stats.get(pid)) is not None:
+                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+                todo += self.children.get(pid, [])
+        return total * TICK
 
 
 def postmaster_pid(data_dir: Path) -> int:
@@ -61,10 +67,10 @@ class Meter:
         self.postmaster = postmaster
 
     def sample(self, service: int | None) -> Sample:
-        mine = os.times()
+        mine, processes = os.times(), Processes()
         return Sample(
-            service=tree_seconds(service) if service else 0.0,
-            postgres=tree_seconds(self.postmaster),
+            service=processes.tree_seconds(service) if service else 0.0,
+            postgres=processes.tree_seconds(self.postmaster),
             generator=mine.user + mine.system + mine.children_user + mine.children_system,
             stolen=_stolen(),
         )

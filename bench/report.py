@@ -58,12 +58,11 @@ def server_cpu(r: Row) -> float:
     return float(r["cpu_ms"]["service"] + r["cpu_ms"]["postgres"])
 
 
-def rps(r: Row) -> float:
-    return float(r["rps"])
-
-
 def key(name: str) -> Callable[[Row], float]:
     return lambda r: float(r[name])
+
+
+rps = key("rps")
 
 
 class Rows:

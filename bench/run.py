@@ -11,7 +11,7 @@ pgbench at the same concurrency, on the same server.
 Every target runs as its own server on its own database, all started up front, and each round
 measures each of them once, so that a ratio compares runs a minute apart, not ten: on a shared
 2-core machine throughput drifts by a quarter between runs. The report takes medians over the
-rounds, and CPU time per request, which hardly drifts, beside every throughput.
+rounds, and CPU time per request and the host's steal beside every throughput.
 """
 
 from __future__ import annotations
@@ -309,6 +309,7 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="REV", help="also measure the service at REV")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # before the run, not after it
     # a stopped run still stops its servers and removes its worktree
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()

@@ -42,8 +42,8 @@ def test_a_ratio_pairs_runs_of_the_same_quiet_round_before_taking_the_median() -
 
 def test_the_cpu_of_a_tree_counts_children_that_already_exited() -> None:
     burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
-    before = cpu.tree_seconds(os.getpid())
+    before = cpu.Processes().tree_seconds(os.getpid())
 
     subprocess.run([sys.executable, "-c", burn], check=True)
 
-    assert cpu.tree_seconds(os.getpid()) - before >= 0.25  # /proc counts in 10 ms ticks
+    assert cpu.Processes().tree_seconds(os.getpid()) - before >= 0.25  # /proc counts in 10 ms ticks
