@@ -51,8 +51,9 @@ class Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Parse every variable; collect all problems before failing, so one run shows them all."""
+    def from_env(cls, env: Mapping[str, str], *, serves_api: bool = True) -> Settings:
+        """Parse every variable; collect all problems before failing, so one run shows them all.
+        The engine (`serves_api=False`) authenticates nobody, so it needs no allowlist."""
         problems: list[str] = []
 
         def read(name: str, parse: Callable[[str], T], default: T) -> T:
@@ -70,7 +71,7 @@ class Settings:
             problems.append("POSTGRES_HOST: required (a host name, or a socket directory)")
         signature_required = read("SIGNATURE_REQUIRED", _flag, True)
         providers = read("ALLOWED_PROVIDERS", _address_list, frozenset[str]())
-        if signature_required and not providers:
+        if serves_api and signature_required and not providers:
             problems.append(
                 "ALLOWED_PROVIDERS: must name at least one provider while SIGNATURE_REQUIRED=1"
             )

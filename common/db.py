@@ -9,6 +9,7 @@ else is a bug that surfaces as a 500. Sessions run in UTC because the engine's t
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 from collections.abc import Iterator
@@ -115,13 +116,29 @@ class Database:
                 self._sessions.add(session)
         return session
 
+    def listen(self, *channels: str) -> Listener:
+        """A connection of its own that LISTENs on `channels`: a waiter wakes when a
+        notification arrives instead of polling. Raises `Unavailable` like every call."""
+        sock, conn = self._open()
+        listener = Listener(self, sock, Session(conn))
+        for channel in channels:
+            listener.session.run(f'LISTEN "{channel}"', {})
+        return listener
+
     def _connect(self) -> pg.Connection:
+        return self._open()[1]
+
+    def _open(self) -> tuple[socket.socket, pg.Connection]:
         s = self._settings
         try:
             sock = self._socket()
         except OSError as exc:
             log.warning("cannot connect to PostgreSQL at %s: %s", s.postgres_host, exc)
             raise Unavailable("database unavailable") from None
+        return sock, self._handshake(sock)
+
+    def _handshake(self, sock: socket.socket) -> pg.Connection:
+        s = self._settings
         try:
             return pg.Connection(
                 user=s.postgres_user,
@@ -203,6 +220,29 @@ class Database:
         with self._sessions_lock:
             self._sessions.discard(conn)
         conn.close()
+
+
+class Listener:
+    """A LISTENing connection. `wait` blocks on the socket itself until the server sends
+    something or the timeout passes, then collects what arrived with one round trip."""
+
+    def __init__(self, db: Database, sock: socket.socket, session: Session) -> None:
+        self._db = db
+        self._sock = sock
+        self.session = session
+
+    def wait(self, timeout: float) -> list[tuple[str, str]]:
+        """(channel, payload) of every notification since the last call; may be empty."""
+        conn = self.session.conn
+        if not conn.notifications:
+            select.select([self._sock], [], [], timeout)
+        self._db._run(self.session, "SELECT 1", {})  # reads whatever the server sent
+        arrived = [(channel, payload) for _, channel, payload in conn.notifications]
+        conn.notifications.clear()
+        return arrived
+
+    def close(self) -> None:
+        self.session.close()
 
 
 class Transaction:

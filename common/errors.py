@@ -39,6 +39,12 @@ class Conflict(ServiceError):
     status = 409
 
 
+class Gone(ServiceError):
+    """The thing existed and was deleted on purpose (results past their storage expiry)."""
+
+    status = 410
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
 

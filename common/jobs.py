@@ -16,7 +16,7 @@ from typing import Any
 from common import store
 from common.cluster import GROUP, VERSION
 from common.db import Row
-from common.errors import BadRequest, NotFound, ServiceError
+from common.errors import BadRequest, Gone, NotFound, ServiceError
 from common.payloads import ResultRequest, StartRequest
 from common.runtime import Runtime
 from common.store import JobFilter, NewJob
@@ -108,9 +108,11 @@ def running(rt: Runtime) -> list[dict[str, Any]]:
 def output(rt: Runtime, request: ResultRequest) -> dict[str, Any]:
     """The outputs entry getResult streams: checked for owner, presence and index (section 7)."""
     found = store.job_outputs(rt.db, request.job_id)
-    if found is None or (found[0] or "").lower() != request.owner.lower():
+    if found is None or (found.owner or "").lower() != request.owner.lower():
         raise NotFound(f"Owner {request.owner} mismatch for job {request.job_id}")
-    outputs = found[1]
+    if found.expired:
+        raise Gone(f"results of job {request.job_id} expired")
+    outputs = found.outputs
     if not outputs or not isinstance(outputs, list):
         raise NotFound(f"No results for job {request.job_id}")
     if request.index < 0:
@@ -179,20 +181,23 @@ def status_object(row: Row) -> dict[str, Any]:
         "statusText": text,
         "dateCreated": created,
         "dateFinished": finished,
-        "results": _results(outputs),
+        "results": _results(outputs, expired=bool(row[11])),
         "stopreq": stopreq,
         "removed": removed,
         **_dids(_json(row[10])),
     }
 
 
-def _results(outputs: str | None) -> list[dict[str, Any]] | str:
-    """The files of a finished job, never their URLs: those stay behind getResult."""
+def _results(outputs: str | None, *, expired: bool) -> list[dict[str, Any]] | str:
+    """The files of a finished job, never their URLs: those stay behind getResult. Files the
+    expiry sweep deleted are still listed, each marked `expired`, so a client sees why
+    getResult answers 410 instead of finding an empty list."""
     parsed = _json(outputs)
     if not isinstance(parsed, list) or not parsed:
         return ""
+    mark = {"expired": True} if expired else {}
     return [
-        {k: v for k, v in entry.items() if k != "url"}
+        {**{k: v for k, v in entry.items() if k != "url"}, **mark}
         for entry in parsed
         if isinstance(entry, dict)
     ]

@@ -100,6 +100,37 @@ AS $function$
     SELECT * FROM announce(environment, fullstatus, NULL);
 $function$;
 
+-- Our engine's side of the table protocol (contract section 9, "ours"). The original engine
+-- claims nothing and leaves these NULL; ours claims a job by writing its id and a lease, which
+-- it renews while it runs the job, so that another engine can take over when it dies.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS engine varchar(255);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS leaseuntil timestamp without time zone;
+-- Set when the expiry sweep deleted the job's results: getResult answers 410 from then on.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS resultsexpired timestamp without time zone;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (datefinished) WHERE resultsexpired IS NULL;
+
+-- Engines LISTEN: a new job wakes them at once (polling stays the fallback), and a stop
+-- reaches the engine running the job within the moment, whatever stage it is in.
+CREATE OR REPLACE FUNCTION notify_jobs() RETURNS trigger
+  LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM pg_notify('jobs_waiting', coalesce(NEW.namespace, ''));
+    ELSE
+        PERFORM pg_notify('jobs_stop', NEW.workflowid);
+    END IF;
+    RETURN NULL;
+END
+$function$;
+DROP TRIGGER IF EXISTS jobs_waiting_notify ON jobs;
+CREATE TRIGGER jobs_waiting_notify AFTER INSERT ON jobs
+    FOR EACH ROW WHEN (NEW.status = 1) EXECUTE FUNCTION notify_jobs();
+DROP TRIGGER IF EXISTS jobs_stop_notify ON jobs;
+CREATE TRIGGER jobs_stop_notify AFTER UPDATE OF stopreq ON jobs
+    FOR EACH ROW WHEN (NEW.stopreq <> 0 AND NEW.stopreq IS DISTINCT FROM OLD.stopreq)
+    EXECUTE FUNCTION notify_jobs();
+
 -- Replay protection (contract section 2). Each signer has a high-water mark; a nonce is accepted
 -- once, and only while it is above the mark minus a window, so parallel Provider workers may
 -- arrive slightly out of order while the store keeps only the nonces inside the window.

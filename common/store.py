@@ -23,7 +23,7 @@ AGREEMENT_IN_USE = "`agreementId` already in use for other job."
 
 STATUS_COLUMNS = """agreementid, workflowid, owner, status, statustext,
     extract(epoch from datecreated)::text, extract(epoch from datefinished)::text,
-    outputsurl, stopreq, removed, workflow"""
+    outputsurl, stopreq, removed, workflow, resultsexpired IS NOT NULL"""
 
 
 @dataclass(frozen=True)
@@ -150,16 +150,27 @@ def running_rows(db: Database) -> list[Row]:
     )
 
 
-def job_outputs(db: Database, job_id: str) -> tuple[str | None, Any] | None:
-    """(owner, parsed outputsurl) of a job, or None when no such job exists."""
-    rows = db.query("SELECT owner, outputsurl FROM jobs WHERE workflowid = :job", job=job_id)
+@dataclass(frozen=True)
+class JobOutputs:
+    owner: str | None
+    outputs: Any  # parsed outputsurl; None when absent or not JSON
+    expired: bool  # the expiry sweep deleted the files
+
+
+def job_outputs(db: Database, job_id: str) -> JobOutputs | None:
+    """What getResult needs of a job, or None when no such job exists."""
+    rows = db.query(
+        "SELECT owner, outputsurl, resultsexpired IS NOT NULL FROM jobs WHERE workflowid = :job",
+        job=job_id,
+    )
     if not rows:
         return None
-    owner, outputs = rows[0]
+    owner, outputs, expired = rows[0]
     try:
-        return owner, json.loads(outputs) if outputs else None
+        parsed = json.loads(outputs) if outputs else None
     except ValueError:
-        return owner, None
+        parsed = None
+    return JobOutputs(owner=owner, outputs=parsed, expired=bool(expired))
 
 
 def job_namespace(db: Database, job_id: str) -> str | None:

@@ -1,0 +1,202 @@
+"""The engine's configuration: the environments it serves, from the YAML file ENGINE_CONFIG.
+
+`EngineConfig.load` parses and validates the file once into frozen dataclasses and raises one
+`ConfigError` naming every bad key. Defaults come from the service's own settings:
+`maxJobDuration` from ALGO_POD_TIMEOUT, `storageExpiry` from STORAGE_EXPIRY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.config import Settings
+from common.errors import ConfigError
+
+GIB = 1024**3
+DEFAULT_DURATION = 3600  # seconds, when neither the file nor ALGO_POD_TIMEOUT says
+DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds, when neither the file nor STORAGE_EXPIRY says
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One compute environment: a namespace of jobs and the limits each of its jobs gets."""
+
+    namespace: str
+    max_jobs: int = 1
+    cpu_number: int = 1
+    ram_gb: float = 1.0
+    disk_gb: float = 1.0
+    max_job_duration: int = DEFAULT_DURATION
+    storage_expiry: int = DEFAULT_EXPIRY
+    price_min: float = 0.0
+    consumer_address: str = ""
+    description: str = ""
+    network: bool = False  # whether algorithms may reach the network
+    allowed_chain_ids: tuple[int, ...] = ()
+    cpu_type: str = ""
+
+    def announcement(self, running: int) -> dict[str, Any]:
+        """The status JSON announce() stores, with exactly the keys of the original engine."""
+        status: dict[str, Any] = {
+            "id": self.namespace,
+            "cpuNumber": self.cpu_number,
+            "cpuType": self.cpu_type,
+            "gpuNumber": 0,
+            "gpuType": "",
+            "ramGB": self.ram_gb,
+            "diskGB": self.disk_gb,
+            "priceMin": self.price_min,
+            "desc": self.description,
+            "currentJobs": running,
+            "maxJobs": self.max_jobs,
+            "consumerAddress": self.consumer_address,
+            "storageExpiry": self.storage_expiry,
+            "maxJobDuration": self.max_job_duration,
+        }
+        if self.allowed_chain_ids:
+            status["allowedChainId"] = list(self.allowed_chain_ids)
+        return status
+
+    @property
+    def ram_bytes(self) -> int:
+        return int(self.ram_gb * GIB)
+
+    @property
+    def disk_bytes(self) -> int:
+        return int(self.disk_gb * GIB)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    environments: tuple[Environment, ...]
+    work_root: Path  # one folder per job, its /data and its logs
+    results_root: Path  # published outputs and logs, served by getResult as file:// URLs
+    input_roots: tuple[Path, ...] = ()  # folders file:// inputs may come from
+    max_input_bytes: int = GIB  # per job, algorithm and inputs together
+    lease_seconds: float = 15.0
+    heartbeat_seconds: float = 5.0
+    poll_seconds: float = 2.0  # the fallback when a notification is missed
+    sweep_seconds: float = 60.0
+    stage_seconds: int = 600  # the limit of configure and publish, which run our own code
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [env.namespace for env in self.environments]
+
+    def environment(self, namespace: str) -> Environment:
+        for env in self.environments:
+            if env.namespace == namespace:
+                return env
+        raise KeyError(namespace)
+
+    @classmethod
+    def load(cls, path: Path, settings: Settings, *, work_root: Path) -> EngineConfig:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"ENGINE_CONFIG {path}: {exc}") from None
+        return cls.parse(raw, settings, work_root=work_root, source=str(path))
+
+    @classmethod
+    def parse(
+        cls, raw: Any, settings: Settings, *, work_root: Path, source: str = "config"
+    ) -> EngineConfig:
+        problems: list[str] = []
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{source}: must be a mapping with `environments`")
+        reader = _Reader(problems)
+        defaults = {
+            "maxJobDuration": settings.algo_pod_timeout or DEFAULT_DURATION,
+            "storageExpiry": settings.storage_expiry or DEFAULT_EXPIRY,
+        }
+        envs = [
+            _environment(reader, item, position, defaults)
+            for position, item in enumerate(_list(raw.get("environments"), problems))
+        ]
+        if not envs:
+            problems.append("environments: name at least one environment")
+        names = [env.namespace for env in envs]
+        if len(set(names)) != len(names):
+            problems.append("environments: each id may appear once")
+        engine = raw.get("engine") or {}
+        if not isinstance(engine, Mapping):
+            problems.append("engine: must be a mapping")
+            engine = {}
+        results = engine.get("resultsRoot") or settings.results_root
+        if results is None:
+            problems.append("engine.resultsRoot (or RESULTS_ROOT): where results are published")
+        config = cls(
+            environments=tuple(envs),
+            work_root=Path(engine.get("workRoot") or work_root),
+            results_root=Path(results or "."),
+            input_roots=tuple(Path(p) for p in _list(engine.get("inputRoots"), problems)),
+            max_input_bytes=int(reader.number(engine, "maxInputGB", 1.0, "engine") * GIB),
+            lease_seconds=reader.number(engine, "leaseSeconds", 15.0, "engine"),
+            heartbeat_seconds=reader.number(engine, "heartbeatSeconds", 5.0, "engine"),
+            poll_seconds=reader.number(engine, "pollSeconds", 2.0, "engine"),
+            sweep_seconds=reader.number(engine, "sweepSeconds", 60.0, "engine"),
+            stage_seconds=int(reader.number(engine, "stageSeconds", 600, "engine")),
+        )
+        if problems:
+            raise ConfigError(f"{source}: " + "; ".join(problems))
+        return config
+
+
+class _Reader:
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+
+    def number(self, raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            self.problems.append(f"{where}.{key}: must be a positive number")
+            return default
+        return float(value)
+
+
+def _list(value: Any, problems: list[str]) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(f"expected a list, got {type(value).__name__}")
+        return []
+    return value
+
+
+def _environment(
+    reader: _Reader, raw: Any, position: int, defaults: Mapping[str, int]
+) -> Environment:
+    where = f"environments[{position}]"
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str) or not raw["id"]:
+        reader.problems.append(f"{where}: needs an `id` (the namespace of its jobs)")
+        return Environment(namespace=f"invalid-{position}")
+    chains = raw.get("allowedChainId") or []
+    if not isinstance(chains, list) or not all(isinstance(c, int) for c in chains):
+        reader.problems.append(f"{where}.allowedChainId: must be a list of integers")
+        chains = []
+    network = raw.get("network", False)
+    if not isinstance(network, bool):
+        reader.problems.append(f"{where}.network: must be true or false")
+        network = False
+    return Environment(
+        namespace=raw["id"],
+        max_jobs=int(reader.number(raw, "maxJobs", 1, where)),
+        cpu_number=int(reader.number(raw, "cpuNumber", 1, where)),
+        ram_gb=reader.number(raw, "ramGB", 1.0, where),
+        disk_gb=reader.number(raw, "diskGB", 1.0, where),
+        max_job_duration=int(
+            reader.number(raw, "maxJobDuration", defaults["maxJobDuration"], where)
+        ),
+        storage_expiry=int(reader.number(raw, "storageExpiry", defaults["storageExpiry"], where)),
+        price_min=float(raw.get("priceMin", 0) or 0),
+        consumer_address=str(raw.get("consumerAddress", "") or ""),
+        description=str(raw.get("description", "") or ""),
+        network=network,
+        allowed_chain_ids=tuple(chains),
+        cpu_type=str(raw.get("cpuType", "") or ""),
+    )

@@ -1,0 +1,189 @@
+"""The engine's loop: announce, pick up, hold, sweep; one thread per running job.
+
+The main thread owns the timing. It sleeps on a LISTEN connection, so a new job or a stop
+wakes it at once, and otherwise wakes for the next of its timers: the heartbeat (announce, as
+the original engine does), the lease renewal (one statement for every job it holds), the
+fallback poll, and the expiry sweep. Job threads run the stage machine; they never decide
+time, and the main thread tells them of stops and of leases lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from common.db import Database, Listener
+from common.errors import Unavailable
+from engine.config import EngineConfig, Environment
+from engine.machine import Abandoned, Context, JobRun
+from engine.queue import Claimed, LeaseLost, Queue
+from engine.results import ResultsStore
+from engine.runner import Runner
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("jobs_waiting", "jobs_stop")
+RETRY_SECONDS = 2.0  # after the database went away
+
+
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        db: Database,
+        runner: Runner[Any],
+        *,
+        engine_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.id = engine_id or f"engine-{uuid.uuid4().hex[:12]}"
+        self.queue = Queue(db, self.id, config.lease_seconds)
+        self.context = Context(
+            config=config,
+            queue=self.queue,
+            runner=runner,
+            results=ResultsStore(config.results_root),
+        )
+        self.clock = clock
+        self.runs: dict[str, JobRun] = {}
+        self.threads: dict[str, threading.Thread] = {}
+        self.closing = threading.Event()
+        self._listener: Listener | None = None
+        self._due = {"heartbeat": 0.0, "renew": 0.0, "poll": 0.0, "sweep": 0.0}
+
+    def run(self) -> None:
+        """Serve until `close()`; a database outage pauses the engine, never ends it."""
+        config = self.config
+        config.work_root.mkdir(parents=True, exist_ok=True)
+        config.results_root.mkdir(parents=True, exist_ok=True)
+        log.info("engine %s serves %s", self.id, ", ".join(config.namespaces))
+        while not self.closing.is_set():
+            try:
+                self.step()
+            except Unavailable as exc:
+                log.warning("engine paused: %s", exc.message)
+                self._drop_listener()
+                self.closing.wait(RETRY_SECONDS)
+        self._let_go()
+
+    def step(self) -> None:
+        """One turn of the loop: what is due, then sleep until a notification or a timer."""
+        now = self.clock()
+        self._reap()
+        wake = False
+        if now >= self._due["heartbeat"]:
+            self._due["heartbeat"] = now + self.config.heartbeat_seconds
+            wake = self.heartbeat() or wake
+        if now >= self._due["renew"]:
+            self._due["renew"] = now + self.config.lease_seconds / 3
+            self.renew()
+        if now >= self._due["sweep"]:
+            self._due["sweep"] = now + self.config.sweep_seconds
+            self.sweep()
+        if wake or now >= self._due["poll"]:
+            self._due["poll"] = now + self.config.poll_seconds
+            self.pick_up()
+        timeout = max(0.0, min(self._due.values()) - self.clock())
+        for channel, payload in self._listen().wait(timeout):
+            if channel == "jobs_stop" and payload in self.runs:
+                self.runs[payload].stop_requested.set()
+            elif channel == "jobs_waiting" and payload in self.config.namespaces:
+                self._due["poll"] = 0.0
+
+    def heartbeat(self) -> bool:
+        """Announce every environment; True when jobs are waiting."""
+        waiting = 0
+        for env in self.config.environments:
+            running = self._running(env)
+            waiting += self.queue.heartbeat(
+                env.namespace, env.announcement(running), max(0, env.max_jobs - running)
+            )
+        return waiting > 0
+
+    def pick_up(self) -> None:
+        """Fill every environment's free slots: lapsed jobs of dead engines first, then new."""
+        for env in self.config.environments:
+            free = env.max_jobs - self._running(env)
+            for job in self.queue.take_over(env.namespace, free):
+                self._start(job, env)
+            free = env.max_jobs - self._running(env)
+            for job in self.queue.claim(env.namespace, free):
+                self._start(job, env)
+
+    def renew(self) -> None:
+        held = self.queue.renew(list(self.runs))
+        for job_id, run in list(self.runs.items()):
+            if job_id not in held:
+                log.warning("job %s: lease lost, letting go", job_id)
+                run.abandon.set()
+            elif held[job_id]:
+                run.stop_requested.set()
+
+    def sweep(self) -> None:
+        """Delete the results of finished jobs past their environment's storage expiry."""
+        results = self.context.results
+        for env in self.config.environments:
+            for job_id in self.queue.expired(env.namespace, env.storage_expiry):
+                results.delete(job_id)
+                self.queue.mark_expired(job_id)
+                log.info("job %s: results expired and deleted", job_id)
+
+    def close(self) -> None:
+        self.closing.set()
+
+    def _start(self, job: Claimed, env: Environment) -> None:
+        run = JobRun(job, env, self.context)
+        thread = threading.Thread(target=self._run_job, args=(run,), name=f"job-{job.job_id}")
+        self.runs[job.job_id] = run
+        self.threads[job.job_id] = thread
+        log.info("job %s claimed at status %s", job.job_id, job.status)
+        thread.start()
+
+    def _run_job(self, run: JobRun) -> None:
+        try:
+            run.run()
+        except (Abandoned, LeaseLost):
+            log.info("job %s let go", run.job_id)
+        except Unavailable:
+            # The database went away mid-job: the lease lapses and a takeover finishes it.
+            log.warning("job %s: database unavailable, left for a takeover", run.job_id)
+        except Exception:
+            log.exception("job %s: the engine failed; left for a takeover", run.job_id)
+
+    def _running(self, env: Environment) -> int:
+        return sum(1 for run in self.runs.values() if run.env.namespace == env.namespace)
+
+    def _reap(self) -> None:
+        for job_id, thread in list(self.threads.items()):
+            if not thread.is_alive():
+                del self.threads[job_id]
+                del self.runs[job_id]
+
+    def _listen(self) -> Listener:
+        if self._listener is None:
+            self._listener = self.db.listen(*CHANNELS)
+        return self._listener
+
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def _let_go(self) -> None:
+        """Stop every stage we run and hand the jobs back: their leases lapse now, so
+        another engine (or this one restarted) takes them over without waiting."""
+        for run in self.runs.values():
+            run.abandon.set()
+        for thread in self.threads.values():
+            thread.join(timeout=10)
+        try:
+            self.queue.release(list(self.runs))
+        except Unavailable:
+            pass
+        self._drop_listener()

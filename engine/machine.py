@@ -1,0 +1,291 @@
+"""The stage machine: one claimed job, from whatever status it is at, to 70.
+
+Each step reads the job's stored status, does the one thing that status calls for, and
+persists the next status before the next step, so an engine that takes over a job knows from
+the row alone what is left (the `STEPS` table). A stop, a deadline, a failure or an exceeded
+quota ends the running stage and sends the job to publishing; every job ends at 70 with
+dateFinished, and its logs say why.
+
+What a takeover does at each status (an engine died holding the job):
+- 20, 30: configure again from an empty folder (fetching is idempotent).
+- 40: the algorithm is not run again (paid, maybe not idempotent, maybe what killed the
+  engine); its partial outputs are dropped, the logs are published, the job ends.
+- 31, 32, 60: publish again from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from engine.config import EngineConfig, Environment
+from engine.queue import Claimed, Queue
+from engine.results import ResultsStore, remove_tree
+from engine.runner import Ending, Limits, Outcome, Runner, Stage, StageSpec
+
+log = logging.getLogger(__name__)
+
+WAIT_SECONDS = 0.1  # how often a running stage is polled; a stop is seen at once anyway
+STAGE_MEMORY = 512 * 1024 * 1024  # configure and publish run our own small program
+DATA_FAILED, ALGORITHM_FAILED = 31, 32
+
+
+class Abandoned(Exception):
+    """The engine is letting go of the job (shutting down, or its lease was lost)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every job run shares: the engine's configuration and parts."""
+
+    config: EngineConfig
+    queue: Queue
+    runner: Runner[Any]
+    results: ResultsStore
+
+
+class JobRun:
+    def __init__(self, job: Claimed, env: Environment, context: Context) -> None:
+        self.job = job
+        self.env = env
+        self.ctx = context
+        self.stop_requested = threading.Event()  # set by the engine: stopreq = 1 arrived
+        self.abandon = threading.Event()  # set by the engine: drop the job, write nothing
+        self.with_outputs = True
+        self.stop_honoured = False  # a stop ends one stage; what follows is publishing
+        if job.stop_requested:
+            self.stop_requested.set()
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    @property
+    def data(self) -> Path:
+        return self.ctx.config.work_root / self.job_id
+
+    def run(self) -> None:
+        """Drive the job to 70. Returns early, writing nothing more, if abandoned."""
+        status = self.job.status
+        if status != 20:
+            log.info("job %s taken over at status %s", self.job_id, status)
+        while status != 70:
+            status = STEPS[status](self)
+
+    # The steps, one per stored status; each returns the status it persisted.
+
+    def configure(self) -> int:
+        self.ctx.queue.set_status(self.job_id, 20)
+        if self.stop_requested.is_set():
+            return self.to_publish(Stage.CONFIGURE, "stop requested before configuring")
+        remove_tree(self.data)
+        self.data.mkdir(parents=True)
+        self.ctx.runner.provide(self.data)
+        (self.data / "ddos").mkdir()
+        stage = self.stage()
+        (self.data / "ddos" / "workflow.json").write_text(json.dumps(stage))
+        env = {
+            "MAX_INPUT_BYTES": str(min(self.ctx.config.max_input_bytes, self.env.disk_bytes)),
+            "INPUT_ROOTS": json.dumps([str(p) for p in self.ctx.config.input_roots]),
+        }
+        binds = tuple((root, str(root), False) for root in self.ctx.config.input_roots)
+        outcome = self.run_stage(
+            Stage.CONFIGURE,
+            _stage_program("configure"),
+            env=env,
+            network=True,  # it fetches the inputs; the algorithm never gets this network
+            binds=binds,
+            limits=self.stage_limits(),
+        )
+        if outcome.ending is Ending.STOPPED:
+            return self.to_publish(Stage.CONFIGURE, "stopped on request while configuring")
+        if outcome.succeeded and not _entrypoint(stage):
+            self.note(Stage.CONFIGURE, "the algorithm has no container entrypoint")
+            return self.failed(ALGORITHM_FAILED)
+        if outcome.succeeded:
+            self.ctx.queue.set_status(self.job_id, 30)
+            return 30
+        code = outcome.exit_code if outcome.exit_code in (DATA_FAILED, ALGORITHM_FAILED) else None
+        self.note(Stage.CONFIGURE, f"configure {outcome.describe()}")
+        return self.failed(code or DATA_FAILED)
+
+    def algorithm(self) -> int:
+        if self.stop_requested.is_set():
+            return self.to_publish(Stage.ALGORITHM, "stop requested before the algorithm ran")
+        self.ctx.queue.set_status(self.job_id, 40)
+        stage = self.stage()
+        algorithm = stage.get("algorithm") or {}
+        container = algorithm.get("container") or {}
+        image = f"{container.get('image', '')}:{container.get('tag', 'latest')}"
+        inputs = [item.get("id", "") for item in stage.get("input") or [] if isinstance(item, dict)]
+        env = {
+            "ALGO": "/data/transformations/algorithm",
+            "DIDS": json.dumps(inputs),
+            "TRANSFORMATION_DID": str(algorithm.get("id", "")),
+            "VOLUME": "/data",
+            "LOGS": "/data/logs",
+            "INPUTS": "/data/inputs",
+            "OUTPUTS": "/data/outputs",
+            "secret": str(self.job.workflow.get("metadata", {}).get("secret", "")),
+        }
+        limits = Limits(
+            seconds=self.env.max_job_duration,
+            memory_bytes=self.env.ram_bytes,
+            disk_bytes=self.env.disk_bytes,
+            cpus=self.env.cpu_number,
+        )
+        outcome = self.run_stage(
+            Stage.ALGORITHM,
+            ("sh", "-c", _entrypoint(stage)),
+            env=env,
+            network=self.env.network,
+            limits=limits,
+            image=image if container.get("image") else None,
+        )
+        self.note(Stage.ALGORITHM, f"the algorithm {outcome.describe()}")
+        if outcome.ending is Ending.TIMEOUT:
+            self.note(
+                Stage.ALGORITHM,
+                f"maxJobDuration is {self.env.max_job_duration} s: stopreq=2, "
+                "publishing what the algorithm wrote",
+            )
+            self.ctx.queue.set_status(self.job_id, 60, stopreq=2)
+            return 60
+        self.ctx.queue.set_status(self.job_id, 60)
+        return 60
+
+    def abandoned_algorithm(self) -> int:
+        self.note(
+            Stage.ALGORITHM,
+            "the engine running this algorithm was lost; the algorithm is not run twice, "
+            "its partial outputs are not published",
+        )
+        self.with_outputs = False
+        self.ctx.queue.set_status(self.job_id, 60)
+        return 60
+
+    def publish(self) -> int:
+        self.ctx.queue.set_status(self.job_id, 60)
+        results = self.ctx.results
+        staging = results.staging(self.job_id)
+        published = self.with_outputs and (self.data / "outputs").is_dir()
+        if published:
+            self.ctx.runner.provide(staging)
+            outcome = self.run_stage(
+                Stage.PUBLISH,
+                _stage_program("publish"),
+                env={"QUOTA_BYTES": str(self.env.disk_bytes)},
+                network=False,
+                binds=((staging, "/results", True),),
+                limits=self.stage_limits(),
+            )
+            if not outcome.succeeded:
+                self.note(Stage.PUBLISH, f"publish {outcome.describe()}; outputs not published")
+                results.staging(self.job_id)
+        else:
+            self.note(Stage.PUBLISH, "no outputs to publish")
+        self.note(Stage.PUBLISH, "job finished")
+        entries = results.entries(self.job_id, with_outputs=published)
+        self.ctx.queue.finish(self.job_id, entries)
+        shutil.rmtree(self.data, ignore_errors=True)
+        log.info("job %s finished with %d published file(s)", self.job_id, len(entries))
+        return 70
+
+    # Helpers of the steps.
+
+    def to_publish(self, stage: Stage, why: str) -> int:
+        self.stop_honoured = True
+        self.note(stage, why)
+        self.ctx.queue.set_status(self.job_id, 60)
+        return 60
+
+    def failed(self, status: int) -> int:
+        self.ctx.queue.set_status(self.job_id, status)
+        self.with_outputs = False
+        return status
+
+    def note(self, stage: Stage, text: str) -> None:
+        self.ctx.results.note(self.job_id, stage, text)
+
+    def stage(self) -> dict[str, Any]:
+        stages = self.job.workflow.get("spec", {}).get("metadata", {}).get("stages") or [{}]
+        first = stages[0]
+        return first if isinstance(first, dict) else {}
+
+    def stage_limits(self) -> Limits:
+        return Limits(
+            seconds=self.ctx.config.stage_seconds,
+            memory_bytes=max(STAGE_MEMORY, self.env.ram_bytes),
+            disk_bytes=self.env.disk_bytes,
+        )
+
+    def run_stage(
+        self,
+        stage: Stage,
+        argv: tuple[str, ...],
+        *,
+        env: dict[str, str],
+        network: bool,
+        limits: Limits,
+        binds: tuple[tuple[Path, str, bool], ...] = (),
+        image: str | None = None,
+    ) -> Outcome:
+        spec = StageSpec(
+            job_id=self.job_id,
+            stage=stage,
+            argv=argv,
+            data=self.data,
+            log=self.ctx.results.log(self.job_id, stage),
+            limits=limits,
+            env=env,
+            network=network,
+            image=image,
+            extra_binds=binds,
+        )
+        runner = self.ctx.runner
+        self.note(stage, f"{stage} starts: {runner.describe(spec)}")
+        handle = runner.start(spec)
+        # A stop ends the stage that runs when it arrives; the publishing that follows a
+        # stopped stage is not stopped again, or a stop would throw away finished outputs.
+        stoppable = not self.stop_honoured
+        while True:
+            outcome = runner.poll(handle)
+            if outcome is not None:
+                return outcome
+            if self.abandon.is_set():
+                runner.stop(handle)
+                raise Abandoned(self.job_id)
+            waiting_on = self.stop_requested if stoppable else self.abandon
+            if waiting_on.wait(WAIT_SECONDS) and stoppable:
+                self.stop_honoured = True
+                return runner.stop(handle)
+
+
+STEPS: dict[int, Callable[[JobRun], int]] = {
+    20: JobRun.configure,
+    30: JobRun.algorithm,
+    31: JobRun.publish,
+    32: JobRun.publish,
+    40: JobRun.abandoned_algorithm,
+    60: JobRun.publish,
+}
+# A status the original engine writes that ours never stops at, met on a takeover.
+STEPS[50] = JobRun.publish
+
+
+def _entrypoint(stage: dict[str, Any]) -> str:
+    container = (stage.get("algorithm") or {}).get("container") or {}
+    entrypoint = container.get("entrypoint")
+    return entrypoint if isinstance(entrypoint, str) else ""
+
+
+def _stage_program(name: str) -> tuple[str, ...]:
+    source = resources.files("engine").joinpath("stage.py").read_text()
+    return ("python3", "-I", "-c", source, name)

@@ -1,0 +1,180 @@
+"""The engine's SQL: heartbeat, claim, lease, status steps, finish and the expiry sweep.
+
+Every statement that changes a claimed job names the engine that holds it (`engine = :me`), so
+an engine that lost its lease (it stalled, another took the job over) changes nothing: its
+write matches no row and it learns that it must let go (`LeaseLost`). Claims and takeovers are
+single statements with `FOR UPDATE SKIP LOCKED`, so two engines never take the same job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from common.db import Database
+from common.jobs import STATUS_TEXTS
+
+CLAIMED_COLUMNS = "workflowid, namespace, status, stopreq, workflow"
+
+
+class LeaseLost(Exception):
+    """Another engine holds the job now (or it was finished meanwhile): stop touching it."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job_id: str
+    namespace: str
+    status: int  # 20 for a fresh claim; the stored status for a takeover
+    stop_requested: bool
+    workflow: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Claimed:
+        job_id, namespace, status, stopreq, workflow = row
+        try:
+            document = json.loads(workflow) if workflow else {}
+        except ValueError:
+            document = {}
+        return cls(
+            job_id=job_id,
+            namespace=namespace,
+            status=int(status),
+            stop_requested=bool(stopreq),
+            workflow=document if isinstance(document, dict) else {},
+        )
+
+
+class Queue:
+    def __init__(self, db: Database, engine_id: str, lease_seconds: float) -> None:
+        self.db = db
+        self.me = engine_id
+        self.lease = lease_seconds
+
+    def heartbeat(self, namespace: str, status: dict[str, Any], free: int) -> int:
+        """Announce the environment as the original engine does; the number of waiting jobs."""
+        rows = self.db.execute(
+            "SELECT count(*) FROM announce(:env, :status, :free)",
+            env=namespace,
+            status=json.dumps(status),
+            free=free,
+        )
+        return int(rows[0][0])
+
+    def claim(self, namespace: str, limit: int) -> list[Claimed]:
+        """Take up to `limit` waiting jobs, oldest first, and move them to 20."""
+        if limit <= 0:
+            return []
+        rows = self.db.execute(
+            f"""WITH next AS (
+                    SELECT ctid FROM jobs
+                    WHERE namespace = :ns AND status = 1 AND datefinished IS NULL
+                    ORDER BY datecreated LIMIT :limit
+                    FOR UPDATE SKIP LOCKED)
+                UPDATE jobs SET status = 20, statustext = :text, laststatusupdate = NOW(),
+                    engine = :me, leaseuntil = NOW() + make_interval(secs => :lease)
+                FROM next WHERE jobs.ctid = next.ctid
+                RETURNING {CLAIMED_COLUMNS}""",
+            ns=namespace,
+            limit=limit,
+            text=STATUS_TEXTS[20],
+            me=self.me,
+            lease=self.lease,
+        )
+        return [Claimed.from_row(row) for row in rows]
+
+    def take_over(self, namespace: str, limit: int) -> list[Claimed]:
+        """Take up to `limit` jobs of our engine's kind whose holder's lease ran out (it died,
+        or stalled past its lease). Jobs run by the original engine have no lease: never ours."""
+        if limit <= 0:
+            return []
+        rows = self.db.execute(
+            f"""WITH lapsed AS (
+                    SELECT ctid FROM jobs
+                    WHERE namespace = :ns AND datefinished IS NULL AND engine IS NOT NULL
+                        AND leaseuntil < NOW()
+                    ORDER BY datecreated LIMIT :limit
+                    FOR UPDATE SKIP LOCKED)
+                UPDATE jobs SET engine = :me, leaseuntil = NOW() + make_interval(secs => :lease)
+                FROM lapsed WHERE jobs.ctid = lapsed.ctid
+                RETURNING {CLAIMED_COLUMNS}""",
+            ns=namespace,
+            limit=limit,
+            me=self.me,
+            lease=self.lease,
+        )
+        return [Claimed.from_row(row) for row in rows]
+
+    def renew(self, job_ids: list[str]) -> dict[str, bool]:
+        """Extend the leases of the jobs we hold, in one statement; {jobId: stop requested} of
+        those still ours. A job missing from the answer is no longer ours."""
+        if not job_ids:
+            return {}
+        rows = self.db.execute(
+            """UPDATE jobs SET leaseuntil = NOW() + make_interval(secs => :lease)
+               WHERE workflowid = ANY(CAST(:jobs AS varchar[])) AND engine = :me
+                   AND datefinished IS NULL
+               RETURNING workflowid, stopreq""",
+            jobs=job_ids,
+            me=self.me,
+            lease=self.lease,
+        )
+        return {job_id: bool(stopreq) for job_id, stopreq in rows}
+
+    def release(self, job_ids: list[str]) -> None:
+        """Let the leases of these jobs lapse now, for a takeover without waiting."""
+        if job_ids:
+            self.db.execute(
+                """UPDATE jobs SET leaseuntil = NOW() - interval '1 second'
+                   WHERE workflowid = ANY(CAST(:jobs AS varchar[])) AND engine = :me""",
+                jobs=job_ids,
+                me=self.me,
+            )
+
+    def set_status(self, job_id: str, status: int, *, stopreq: int | None = None) -> None:
+        """Persist one step of the stage machine (and a timeout's stopreq = 2)."""
+        self._write(
+            """UPDATE jobs SET status = :status, statustext = :text, laststatusupdate = NOW(),
+                   stopreq = coalesce(:stopreq, stopreq)
+               WHERE workflowid = :job AND engine = :me AND datefinished IS NULL
+               RETURNING 1""",
+            job=job_id,
+            status=status,
+            text=STATUS_TEXTS[status],
+            stopreq=stopreq,
+        )
+
+    def finish(self, job_id: str, outputs: list[dict[str, Any]]) -> None:
+        """The last step of every job: 70, dateFinished, what was published, the lease let go."""
+        self._write(
+            """UPDATE jobs SET status = 70, statustext = :text, laststatusupdate = NOW(),
+                   datefinished = NOW(), outputsurl = :outputs, leaseuntil = NULL
+               WHERE workflowid = :job AND engine = :me AND datefinished IS NULL
+               RETURNING 1""",
+            job=job_id,
+            text=STATUS_TEXTS[70],
+            outputs=json.dumps(outputs),
+        )
+
+    def expired(self, namespace: str, expiry_seconds: int, limit: int = 100) -> list[str]:
+        """Finished jobs of the namespace whose results are older than the expiry."""
+        rows = self.db.query(
+            """SELECT workflowid FROM jobs
+               WHERE namespace = :ns AND resultsexpired IS NULL AND datefinished IS NOT NULL
+                   AND datefinished < NOW() - make_interval(secs => :expiry)
+               ORDER BY datefinished LIMIT :limit""",
+            ns=namespace,
+            expiry=expiry_seconds,
+            limit=limit,
+        )
+        return [row[0] for row in rows]
+
+    def mark_expired(self, job_id: str) -> None:
+        self.db.execute(
+            "UPDATE jobs SET resultsexpired = NOW() WHERE workflowid = :job", job=job_id
+        )
+
+    def _write(self, sql: str, **params: Any) -> None:
+        if not self.db.execute(sql, me=self.me, **params):
+            raise LeaseLost(str(params.get("job")))

@@ -1,0 +1,126 @@
+"""The results store on this machine: one folder per job under the results root.
+
+    <root>/<jobId>/logs/<stage>.log        written by the engine (stage output and its notes)
+    <root>/<jobId>/published/outputs/...   copied there by the publish stage
+    <root>/<jobId>/published/manifest.json what the publish stage copied: name, size, sha256
+
+getResult serves these as `file://` URLs under RESULTS_ROOT. The logs folder is never visible
+inside a sandbox, so no algorithm can rewrite its own log or turn it into a link; the engine
+still opens every log without following links.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.runner import Stage
+
+# The original engine's `type` of each log, `configrationLog` sic: clients match it.
+LOG_TYPES = {
+    Stage.CONFIGURE: "configrationLog",
+    Stage.ALGORITHM: "algorithmLog",
+    Stage.PUBLISH: "publishLog",
+}
+
+
+class ResultsStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def log(self, job_id: str, stage: Stage) -> Path:
+        logs = self.folder(job_id) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs / f"{stage}.log"
+
+    def note(self, job_id: str, stage: Stage, text: str) -> None:
+        """One line of the engine's own in a stage's log: what it did and why."""
+        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = f"{moment} engine: {text}\n".encode()
+        fd = os.open(
+            self.log(job_id, stage), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640
+        )
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def staging(self, job_id: str) -> Path:
+        """An empty folder for the publish stage to copy outputs into."""
+        published = self.folder(job_id) / "published"
+        shutil.rmtree(published, ignore_errors=True)
+        published.mkdir(parents=True)
+        return published
+
+    def entries(self, job_id: str, *, with_outputs: bool) -> list[dict[str, Any]]:
+        """outputsurl: the published outputs, then the logs, each with its size and sha256."""
+        found: list[dict[str, Any]] = []
+        published = self.folder(job_id) / "published"
+        if with_outputs:
+            for item in _manifest(published / "manifest.json"):
+                path = published / "outputs" / item["filename"]
+                found.append({**item, "url": path.resolve().as_uri(), "type": "output"})
+        for stage, kind in LOG_TYPES.items():
+            path = self.folder(job_id) / "logs" / f"{stage}.log"
+            if path.is_file() and not path.is_symlink():
+                found.append(
+                    {
+                        "filename": path.name,
+                        "filesize": path.stat().st_size,
+                        "url": path.resolve().as_uri(),
+                        "type": kind,
+                        "sha256": sha256(path),
+                    }
+                )
+        return found
+
+    def delete(self, job_id: str) -> None:
+        remove_tree(self.folder(job_id))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(64 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _manifest(path: Path) -> list[dict[str, Any]]:
+    """What the publish stage wrote; entries that do not name a plain relative file are
+    dropped, so a manifest can only ever point inside the job's published folder."""
+    try:
+        items = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    valid = []
+    for item in items if isinstance(items, list) else []:
+        name = item.get("filename") if isinstance(item, dict) else None
+        if not isinstance(name, str) or name.startswith("/") or ".." in Path(name).parts:
+            continue
+        valid.append(
+            {"filename": name, "filesize": int(item["filesize"]), "sha256": str(item["sha256"])}
+        )
+    return valid
+
+
+def remove_tree(folder: Path) -> None:
+    """Delete a job's folder even where its algorithm took away its own permissions."""
+
+    def unlock(function: Any, path: str, _: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            function(path)
+
+    if folder.exists():
+        shutil.rmtree(folder, onerror=unlock)

@@ -1,0 +1,105 @@
+"""The boundary between the stage machine and whatever executes a stage.
+
+A runner takes a `StageSpec` (what to run, on which job folder, within which limits) and
+answers with an `Outcome` (exit code, why it ended, when). The local sandbox runner implements
+it now; a Kubernetes Jobs runner implements the same calls. The stage machine never asks which
+runner it has: deadlines are enforced by the runner where the work runs, and the machine only
+reads the outcome.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+
+class Stage(enum.StrEnum):
+    CONFIGURE = "configure"
+    ALGORITHM = "algorithm"
+    PUBLISH = "publish"
+
+
+class Ending(enum.StrEnum):
+    EXITED = "exited"  # the program ended by itself; see exit_code
+    TIMEOUT = "timeout"  # the deadline passed and the runner killed it
+    STOPPED = "stopped"  # the engine asked the runner to stop it
+    QUOTA = "quota"  # it wrote more than the job's disk quota and was killed
+    FAILED = "failed"  # it could not be started at all
+
+
+@dataclass(frozen=True)
+class Limits:
+    seconds: float  # wall-clock deadline, counted from the stage's start
+    memory_bytes: int
+    disk_bytes: int  # the job folder as a whole; also the largest single file
+    cpus: int = 1
+    processes: int = 256
+    open_files: int = 1024
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    job_id: str
+    stage: Stage
+    argv: tuple[str, ...]  # run inside the sandbox, /data as the working directory
+    data: Path  # the job's folder, seen as /data inside
+    log: Path  # stdout and stderr go here; written by the runner, never visible inside
+    limits: Limits
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: bool = False
+    image: str | None = None  # the algorithm's container image, where a runner can use it
+    extra_binds: tuple[tuple[Path, str, bool], ...] = ()  # (host path, path inside, writable)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ending: Ending
+    exit_code: int | None
+    started: float  # time.time() of the start
+    finished: float
+    detail: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.ending is Ending.EXITED and self.exit_code == 0
+
+    def describe(self) -> str:
+        took = f"after {self.finished - self.started:.1f} s"
+        if self.ending is Ending.EXITED:
+            return f"exited with code {self.exit_code} {took}"
+        if self.ending is Ending.TIMEOUT:
+            return f"killed at its deadline {took}"
+        if self.ending is Ending.STOPPED:
+            return f"stopped on request {took}"
+        if self.ending is Ending.QUOTA:
+            return f"killed {took}: {self.detail}"
+        return f"could not start: {self.detail}"
+
+
+# What a runner hands back from `start`; only that runner looks inside.
+HandleT = TypeVar("HandleT")
+
+
+class Runner(Protocol[HandleT]):
+    name: str
+
+    def provide(self, folder: Path) -> None:
+        """Make a folder of the engine's writable by the stages this runner runs."""
+        ...
+
+    def start(self, spec: StageSpec) -> HandleT: ...
+
+    def poll(self, handle: HandleT) -> Outcome | None:
+        """The outcome once the stage ended (killing it at its deadline), else None."""
+        ...
+
+    def stop(self, handle: HandleT) -> Outcome:
+        """End the stage now, whatever it is doing, and everything it started."""
+        ...
+
+    def describe(self, spec: StageSpec) -> str:
+        """One line for the stage's log: how and where this stage runs."""
+        ...

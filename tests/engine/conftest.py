@@ -1,0 +1,268 @@
+"""Our engine on the real database with the real sandbox: jobs are started through the real
+start function, run by an `Engine` in a thread (or `python -m engine` as a process where a
+test kills it), and read back through the real status and getResult functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from flask.testing import FlaskClient
+
+from common.config import Settings
+from common.db import Database
+from engine.config import EngineConfig
+from engine.engine import Engine
+from engine.results import remove_tree
+from engine.sandbox import SandboxRunner
+from tests.conftest import ENVIRONMENT, ROOT
+from tests.provider import OWNER, PROVIDER, stage, start_body
+
+if shutil.which("bwrap") is None:
+    pytest.skip("bubblewrap is not installed (.ci/run installs it)", allow_module_level=True)
+
+# Each test's engine: short leases and polls, so takeovers and fallbacks happen in test time.
+ENGINE_TUNING = {"leaseSeconds": 2, "heartbeatSeconds": 1, "pollSeconds": 1, "sweepSeconds": 1}
+
+
+@pytest.fixture(scope="session")
+def engine_base() -> Iterator[Path]:
+    """A folder the sandbox's unprivileged user can pass through (pytest's own temporary
+    folders are private to root, and bubblewrap binds by path as that user)."""
+    base = Path(tempfile.mkdtemp(prefix="engine-tests-"))
+    base.chmod(0o711)
+    yield base
+    remove_tree(base)
+
+
+@dataclass(frozen=True)
+class Dirs:
+    work: Path
+    results: Path
+    inputs: Path
+
+
+@pytest.fixture
+def dirs(engine_base: Path, request: pytest.FixtureRequest) -> Dirs:
+    folder = engine_base / request.node.name[:60]
+    made = Dirs(work=folder / "work", results=folder / "results", inputs=folder / "inputs")
+    for path in (folder, made.work, made.results, made.inputs):
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o711)
+    return made
+
+
+@pytest.fixture
+def settings(base_settings: Settings, dirs: Dirs) -> Settings:
+    """The service serves the engine's results folder, as `make run` sets it up."""
+    return base_settings.replace(results_root=dirs.results.resolve())
+
+
+def engine_yaml(dirs: Dirs, **environment: Any) -> dict[str, Any]:
+    env = {"id": ENVIRONMENT, "maxJobs": 2, "ramGB": 1, "diskGB": 0.25, **environment}
+    return {
+        "environments": [env],
+        "engine": {
+            **ENGINE_TUNING,
+            "workRoot": str(dirs.work),
+            "resultsRoot": str(dirs.results),
+            "inputRoots": [str(dirs.inputs)],
+        },
+    }
+
+
+@pytest.fixture
+def status_history(db: Database) -> Iterator[Callable[[str], list[int]]]:
+    """Every status a job's row went through, recorded by a trigger on the real table."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS status_history (
+               workflowid varchar(255), status int, at timestamp DEFAULT clock_timestamp())"""
+    )
+    db.execute("TRUNCATE status_history")
+    db.execute(
+        """CREATE OR REPLACE FUNCTION record_status() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               INSERT INTO status_history (workflowid, status) VALUES (NEW.workflowid, NEW.status);
+               RETURN NULL;
+           END $$"""
+    )
+    db.execute("DROP TRIGGER IF EXISTS record_status ON jobs")
+    db.execute(
+        """CREATE TRIGGER record_status AFTER UPDATE OF status ON jobs FOR EACH ROW
+           WHEN (NEW.status IS DISTINCT FROM OLD.status) EXECUTE FUNCTION record_status()"""
+    )
+
+    def history(job_id: str) -> list[int]:
+        rows = db.query(
+            "SELECT status FROM status_history WHERE workflowid = :j ORDER BY at", j=job_id
+        )
+        return [row[0] for row in rows]
+
+    yield history
+    db.execute("DROP TRIGGER IF EXISTS record_status ON jobs")
+
+
+class EngineThread:
+    """An `Engine` serving in a thread of the test process, closed at the end."""
+
+    def __init__(self, config: EngineConfig, settings: Settings) -> None:
+        self.db = Database(settings)
+        self.engine = Engine(config, self.db, SandboxRunner())
+        self.thread = threading.Thread(target=self.engine.run, name="engine")
+
+    def __enter__(self) -> Engine:
+        self.thread.start()
+        return self.engine
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine.close()
+        self.thread.join(timeout=30)
+        self.db.close()
+
+
+@pytest.fixture
+def run_engine(settings: Settings, dirs: Dirs, db: Database) -> Iterator[Callable[..., Engine]]:
+    """Start an engine on this test's folders; `run_engine(maxJobDuration=2, ...)` changes its
+    environment. Every engine started is closed at the end of the test."""
+    started: list[EngineThread] = []
+
+    def run(**environment: Any) -> Engine:
+        config = EngineConfig.parse(engine_yaml(dirs, **environment), settings, work_root=dirs.work)
+        thread = EngineThread(config, settings)
+        started.append(thread)
+        engine = thread.__enter__()
+        wait_for(lambda: db.query("SELECT 1 FROM envs WHERE namespace = :n", n=ENVIRONMENT))
+        return engine
+
+    yield run
+    for thread in started:
+        thread.__exit__()
+
+
+def algorithm_stage(
+    code: str, *, inputs: list[str] | None = None, **algorithm: Any
+) -> dict[str, Any]:
+    """Stage 0 with `code` as raw Python run by `python $ALGO`."""
+    return stage(
+        input=[
+            {"id": f"did:op:in{i}", "url": [url], "index": i} for i, url in enumerate(inputs or [])
+        ],
+        algorithm={
+            "id": "did:op:algo",
+            "rawcode": code,
+            "container": {"image": "python", "tag": "3.11", "entrypoint": "python $ALGO"},
+            **algorithm,
+        },
+    )
+
+
+def start_job(start: FlaskClient, workflow_stage: dict[str, Any], agreement: str = "") -> str:
+    body = start_body(agreement or os.urandom(8).hex(), workflow={"stages": [workflow_stage]})
+    answer = start.post("/api/v1/operator/compute", json=body)
+    assert answer.status_code == 200, answer.json
+    job_id: str = answer.json[0]["jobId"]
+    return job_id
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def job_row(db: Database, job_id: str) -> dict[str, Any]:
+    rows = db.query(
+        """SELECT status, statustext, stopreq, datefinished IS NOT NULL, outputsurl, engine
+           FROM jobs WHERE workflowid = :j""",
+        j=job_id,
+    )
+    status, text, stopreq, finished, outputs, engine = rows[0]
+    return {
+        "status": status,
+        "statusText": text,
+        "stopreq": stopreq,
+        "finished": finished,
+        "outputs": json.loads(outputs) if outputs else None,
+        "engine": engine,
+    }
+
+
+def wait_finished(db: Database, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    wait_for(lambda: job_row(db, job_id)["finished"], timeout, f"job {job_id} to finish")
+    return job_row(db, job_id)
+
+
+def log_of(row: dict[str, Any], kind: str) -> str:
+    """A published log's text, read from where its outputsurl entry points."""
+    for entry in row["outputs"] or []:
+        if entry["type"] == kind:
+            return Path(entry["url"].removeprefix("file://")).read_text()
+    raise AssertionError(f"no {kind} published")
+
+
+def signed_status(status: FlaskClient, job_id: str) -> dict[str, Any]:
+    answer = status.get("/api/v1/operator/compute", query_string=PROVIDER.signed(job_id=job_id))
+    assert answer.status_code == 200, answer.json
+    found: dict[str, Any] = answer.json[0]
+    return found
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    data: bytes
+    json: Any
+
+
+def get_result(result: FlaskClient, job_id: str, index: int) -> Answer:
+    """getResult's answer, read whole and closed (a streamed file holds its file open)."""
+    query = {**PROVIDER.signed(owner=OWNER, job_id=job_id), "index": index}
+    response = result.get("/api/v1/operator/getResult", query_string=query)
+    try:
+        return Answer(
+            response.status_code, response.data, response.json if response.is_json else None
+        )
+    finally:
+        response.close()
+
+
+@contextmanager
+def engine_process(
+    dirs: Dirs, pg_env: dict[str, str], **environment: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m engine` as its own process, for the tests that kill it."""
+    config = dirs.work.parent / f"engine-{time.monotonic_ns()}.yaml"
+    config.write_text(yaml.safe_dump(engine_yaml(dirs, **environment)))
+    env = {**os.environ, **pg_env, "ENGINE_CONFIG": str(config), "LOG_LEVEL": "INFO"}
+    log = (dirs.work.parent / "engine.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--work-root", str(dirs.work)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+        log.close()

@@ -1,0 +1,173 @@
+"""Jobs run by our engine, end to end: started through the real start function, executed in
+the real sandbox, read back through the real status and getResult functions."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from flask.testing import FlaskClient
+
+from common.db import Database
+from engine.engine import Engine
+from tests import storage
+from tests.engine.conftest import (
+    Dirs,
+    algorithm_stage,
+    get_result,
+    log_of,
+    signed_status,
+    start_job,
+    wait_finished,
+    wait_for,
+)
+
+SUM_COLUMN = """
+import json, os, pathlib
+rows = pathlib.Path("/data/inputs/0/0").read_text().splitlines()[1:]
+total = sum(int(line.split(",")[1]) for line in rows)
+pathlib.Path(os.environ["OUTPUTS"], "sum.txt").write_text(f"{total}\\n")
+print("dids", os.environ["DIDS"], "algo", os.environ["TRANSFORMATION_DID"])
+"""
+CSV = b"name,value\na,1\nb,2\nc,39\n"
+
+
+def test_a_job_runs_through_every_stage_and_its_output_is_served(
+    start: FlaskClient,
+    status: FlaskClient,
+    result: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    status_history: Callable[[str], list[int]],
+) -> None:
+    run_engine()
+    with storage.serve({"data.csv": CSV}) as server:
+        job_id = start_job(start, algorithm_stage(SUM_COLUMN, inputs=[f"{server.url}/data.csv"]))
+        row = wait_finished(db, job_id)
+
+    assert status_history(job_id) == [20, 30, 40, 60, 70]
+    shown = signed_status(status, job_id)
+    assert (shown["status"], shown["statusText"], shown["stopreq"]) == (70, "Job finished", 0)
+    assert shown["dateFinished"] is not None
+    types = [entry["type"] for entry in shown["results"]]
+    assert types == ["output", "configrationLog", "algorithmLog", "publishLog"]
+    assert all("url" not in entry for entry in shown["results"])
+
+    output = shown["results"][0]
+    assert (output["filename"], output["filesize"]) == ("sum.txt", 3)
+    downloaded = get_result(result, job_id, 0)
+    assert (downloaded.status_code, downloaded.data) == (200, b"42\n")
+    assert output["sha256"] == hashlib.sha256(b"42\n").hexdigest()
+    for index, entry in enumerate(shown["results"]):
+        body = get_result(result, job_id, index).data
+        assert (len(body), hashlib.sha256(body).hexdigest()) == (entry["filesize"], entry["sha256"])
+
+    algorithm_log = log_of(row, "algorithmLog")
+    assert 'dids ["did:op:in0"] algo did:op:algo' in algorithm_log
+    assert "exited with code 0" in algorithm_log
+    assert "image python:3.11 not used" in algorithm_log
+
+
+def test_a_failing_algorithm_ends_the_job_with_its_exit_code_in_the_log(
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    status_history: Callable[[str], list[int]],
+) -> None:
+    run_engine()
+    job_id = start_job(start, algorithm_stage("import sys\nprint('giving up')\nsys.exit(3)"))
+    row = wait_finished(db, job_id)
+    assert status_history(job_id) == [20, 30, 40, 60, 70]
+    assert row["stopreq"] == 0
+    text = log_of(row, "algorithmLog")
+    assert "giving up" in text and "exited with code 3" in text
+    assert [e["type"] for e in row["outputs"]] == ["configrationLog", "algorithmLog", "publishLog"]
+
+
+def test_an_unreachable_algorithm_url_is_32_and_the_job_ends(
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    status_history: Callable[[str], list[int]],
+) -> None:
+    run_engine()
+    with storage.serve({}) as server:
+        missing = algorithm_stage("", url=f"{server.url}/nothing.py?token=secret")
+        job_id = start_job(start, missing)
+        row = wait_finished(db, job_id)
+    assert status_history(job_id) == [20, 32, 60, 70]
+    text = log_of(row, "configrationLog")
+    assert "algorithm" in text and "404" in text
+    assert "secret" not in text  # signed URLs keep their query out of the log
+
+
+def test_an_unreachable_input_is_31_and_the_job_ends(
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    status_history: Callable[[str], list[int]],
+) -> None:
+    run_engine()
+    with storage.serve({}) as server:
+        job_id = start_job(start, algorithm_stage("print(1)", inputs=[f"{server.url}/gone.csv"]))
+        row = wait_finished(db, job_id)
+    assert status_history(job_id) == [20, 31, 60, 70]
+    assert "input 0" in log_of(row, "configrationLog")
+
+
+def test_remote_inputs_are_31_naming_the_provider(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    run_engine()
+    remote = algorithm_stage("print(1)")
+    remote["input"] = [{"id": "did:op:r", "remote": {"txId": "0x1"}, "index": 0}]
+    row = wait_finished(db, start_job(start, remote))
+    assert row["status"] == 70
+    assert "remote inputs need a Provider" in log_of(row, "configrationLog")
+
+
+def test_file_inputs_come_only_from_the_allowed_roots(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine], dirs: Dirs
+) -> None:
+    run_engine()
+    (dirs.inputs / "allowed.csv").write_bytes(CSV)
+    allowed = start_job(
+        start,
+        algorithm_stage(SUM_COLUMN, inputs=[(dirs.inputs / "allowed.csv").as_uri()]),
+    )
+    outside = start_job(start, algorithm_stage("print(1)", inputs=["file:///etc/hostname"]))
+    row = wait_finished(db, allowed)
+    assert row["outputs"][0]["filename"] == "sum.txt"
+    refused = wait_finished(db, outside)
+    assert "only under the engine's inputRoots" in log_of(refused, "configrationLog")
+
+
+def test_results_past_their_expiry_are_deleted_and_getresult_says_410(
+    start: FlaskClient,
+    status: FlaskClient,
+    result: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine(storageExpiry=1)
+    code = "import os\nopen(os.environ['OUTPUTS'] + '/o.txt', 'w').write('x')"
+    job_id = start_job(start, algorithm_stage(code))
+    row = wait_finished(db, job_id)
+    files = [entry["url"].removeprefix("file://") for entry in row["outputs"]]
+    wait_for(lambda: job_expired(db, job_id), what="the sweep")
+
+    answer = get_result(result, job_id, 0)
+    assert (answer.status_code, answer.json) == (410, {"error": f"results of job {job_id} expired"})
+    shown = signed_status(status, job_id)
+    assert shown["results"] and all(entry["expired"] for entry in shown["results"])
+    assert not any(_exists(path) for path in files)
+
+
+def job_expired(db: Database, job_id: str) -> bool:
+    rows = db.query("SELECT resultsexpired IS NOT NULL FROM jobs WHERE workflowid = :j", j=job_id)
+    return bool(rows[0][0])
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
