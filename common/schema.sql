@@ -128,7 +128,7 @@ CREATE TRIGGER jobs_waiting_notify AFTER INSERT ON jobs
     FOR EACH ROW WHEN (NEW.status = 1) EXECUTE FUNCTION notify_jobs();
 DROP TRIGGER IF EXISTS jobs_stop_notify ON jobs;
 CREATE TRIGGER jobs_stop_notify AFTER UPDATE OF stopreq ON jobs
-    FOR EACH ROW WHEN (NEW.stopreq <> 0 AND NEW.stopreq IS DISTINCT FROM OLD.stopreq)
+    FOR EACH ROW WHEN (NEW.stopreq = 1 AND OLD.stopreq IS DISTINCT FROM 1)
     EXECUTE FUNCTION notify_jobs();
 
 -- Replay protection (contract section 2). Each signer has a high-water mark; a nonce is accepted

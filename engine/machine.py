@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 WAIT_SECONDS = 0.1  # how often a running stage is polled; a stop is seen at once anyway
 STAGE_MEMORY = 512 * 1024 * 1024  # configure and publish run our own small program
 DATA_FAILED, ALGORITHM_FAILED = 31, 32
+PUBLISHING = (31, 32, 50, 60)
 
 
 class Abandoned(Exception):
@@ -62,6 +63,8 @@ class JobRun:
         self.stop_honoured = False  # a stop ends one stage; what follows is publishing
         if job.stop_requested:
             self.stop_requested.set()
+            # Taken over while publishing after a stop: that stop was honoured already.
+            self.stop_honoured = job.status in PUBLISHING
 
     @property
     def job_id(self) -> str:
@@ -151,6 +154,7 @@ class JobRun:
         )
         self.note(Stage.ALGORITHM, f"the algorithm {outcome.describe()}")
         if outcome.ending is Ending.TIMEOUT:
+            self.stop_honoured = True  # a stop arriving now must not cut the publishing short
             self.note(
                 Stage.ALGORITHM,
                 f"maxJobDuration is {self.env.max_job_duration} s: stopreq=2, "

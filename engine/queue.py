@@ -41,7 +41,7 @@ class Claimed:
             job_id=job_id,
             namespace=namespace,
             status=int(status),
-            stop_requested=bool(stopreq),
+            stop_requested=stopreq == 1,
             workflow=document if isinstance(document, dict) else {},
         )
 
@@ -108,14 +108,15 @@ class Queue:
 
     def renew(self, job_ids: list[str]) -> dict[str, bool]:
         """Extend the leases of the jobs we hold, in one statement; {jobId: stop requested} of
-        those still ours. A job missing from the answer is no longer ours."""
+        those still ours (a timeout's stopreq = 2 is not a request). A job missing from the
+        answer is no longer ours."""
         if not job_ids:
             return {}
         rows = self.db.execute(
             """UPDATE jobs SET leaseuntil = NOW() + make_interval(secs => :lease)
                WHERE workflowid = ANY(CAST(:jobs AS varchar[])) AND engine = :me
                    AND datefinished IS NULL
-               RETURNING workflowid, stopreq""",
+               RETURNING workflowid, stopreq = 1""",
             jobs=job_ids,
             me=self.me,
             lease=self.lease,

@@ -169,7 +169,8 @@ class SandboxRunner:
         argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", TMP]
         argv += ["--dir", "/opt/bin", "--symlink", self.python, "/opt/bin/python"]
         argv += ["--symlink", self.python, "/opt/bin/python3"]
-        argv += ["--bind-fd", str(data_fd), "/data", *binds, "--chdir", "/data"]
+        argv += ["--bind-fd", str(data_fd), "/data", *binds, "--remount-ro", "/"]
+        argv += ["--chdir", "/data"]
         for name, value in {"PATH": PATH_INSIDE, "HOME": TMP, **spec.env}.items():
             argv += ["--setenv", name, value]
         cpu_seconds = math.ceil(limits.seconds * limits.cpus) + 1
