@@ -1,0 +1,152 @@
+"""An algorithm is hostile code: each test runs one that tries to get out, and checks from
+outside the sandbox that it did not. The job itself still ends at 70 with its logs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from common.config import Settings
+from common.db import Database
+from engine.engine import Engine
+from tests import storage
+from tests.engine.conftest import Dirs, algorithm_stage, log_of, start_job, wait_finished
+
+SECRET = "sandbox-test-secret-" + os.urandom(6).hex()
+
+
+def run_algorithm(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine], code: str, **env: object
+) -> dict[str, Any]:
+    run_engine(**env)
+    row = wait_finished(db, start_job(start, algorithm_stage(code)), timeout=60)
+    assert row["status"] == 70
+    return row
+
+
+def test_the_algorithm_cannot_reach_a_server_on_the_host(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    with storage.serve({"x": b"reached"}) as server:
+        code = (
+            "import urllib.request\n"
+            "try:\n"
+            f"    print(urllib.request.urlopen('{server.url}/x', timeout=5).read())\n"
+            "except OSError as exc:\n"
+            "    print('refused:', exc)\n"
+        )
+        row = run_algorithm(start, db, run_engine, code)
+        assert server.seen_headers == []  # no request reached the host's loopback
+    assert "refused:" in log_of(row, "algorithmLog")
+
+
+def test_network_is_there_when_the_environment_allows_it(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    with storage.serve({"x": b"reached"}) as server:
+        code = f"import urllib.request\nprint(urllib.request.urlopen('{server.url}/x').read())"
+        row = run_algorithm(start, db, run_engine, code, network=True)
+        assert len(server.seen_headers) == 1
+    assert "b'reached'" in log_of(row, "algorithmLog")
+
+
+def test_the_algorithm_writes_nowhere_but_data(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine], dirs: Dirs
+) -> None:
+    targets = ["/usr/escaped", "/etc/escaped", "/escaped", f"{dirs.results}/escaped"]
+    code = (
+        "for path in %r:\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        print('WROTE', path)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', path, exc.strerror)\n"
+    ) % (targets,)
+    row = run_algorithm(start, db, run_engine, code)
+    text = log_of(row, "algorithmLog")
+    assert "WROTE" not in text and text.count("refused") == len(targets)
+    assert not any(os.path.exists(path) for path in targets)
+
+
+def test_the_algorithm_sees_no_secret_of_the_service(
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    dirs: Dirs,
+    settings: Settings,
+) -> None:
+    # A world-readable secret beside the engine's folders, as the service's data folder is:
+    # only the sandbox's own file system view keeps it out of reach.
+    secret_file = dirs.work.parent / "admin-secret"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(0o644)
+    os.environ["ENGINE_TEST_SECRET"] = SECRET  # in the engine's own environment too
+    try:
+        code = (
+            "import os, glob\n"
+            "seen = [str(os.environ)]\n"
+            "for path in [%r, %r] + glob.glob('/proc/*/environ'):\n"
+            "    try:\n"
+            "        seen.append(open(path).read())\n"
+            "    except OSError as exc:\n"
+            "        print('refused', path, exc.strerror)\n"
+            "open(os.environ['OUTPUTS'] + '/seen.txt', 'w').write('\\n'.join(seen))\n"
+        ) % (str(secret_file), str(settings.postgres_host))
+        row = run_algorithm(start, db, run_engine, code)
+    finally:
+        del os.environ["ENGINE_TEST_SECRET"]
+    seen = Path(row["outputs"][0]["url"].removeprefix("file://")).read_text()
+    assert SECRET not in seen and "POSTGRES" not in seen and "ENGINE_TEST" not in seen
+    assert f"refused {secret_file}" in log_of(row, "algorithmLog")
+
+
+def test_the_algorithm_cannot_signal_the_engine(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    # The engine runs in this test's process: a kill that got through would end the test run.
+    code = (
+        "import os, signal\n"
+        "try:\n"
+        f"    os.kill({os.getpid()}, signal.SIGKILL)\n"
+        "    print('SIGNALLED')\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.strerror)\n"
+        "try:\n"
+        "    os.kill(-1, signal.SIGKILL)\n"  # every process it may signal: only its own
+        "except OSError as exc:\n"
+        "    print('refused', exc.strerror)\n"
+    )
+    row = run_algorithm(start, db, run_engine, code)
+    assert "SIGNALLED" not in log_of(row, "algorithmLog")
+
+
+def test_filling_the_disk_beyond_the_quota_kills_the_algorithm(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine], dirs: Dirs
+) -> None:
+    quota = int(0.05 * 1024**3)
+    code = (
+        "import os\nblock = os.urandom(1 << 20)\n"
+        "for i in range(1000):\n"
+        "    with open(os.path.join(os.environ['OUTPUTS'], f'fill{i}'), 'wb') as out:\n"
+        "        for _ in range(8):\n"
+        "            out.write(block)\n"
+    )
+    row = run_algorithm(start, db, run_engine, code, diskGB=0.05)
+    text = log_of(row, "algorithmLog")
+    assert "killed" in text and f"of {quota}" in text
+    published = sum(e["filesize"] for e in row["outputs"] if e["type"] == "output")
+    assert published <= quota
+
+
+def test_allocating_beyond_the_memory_limit_fails(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    code = "block = bytearray(2 * 1024**3)\nprint('ALLOCATED')"
+    row = run_algorithm(start, db, run_engine, code, ramGB=0.25)
+    text = log_of(row, "algorithmLog")
+    assert "MemoryError" in text and "ALLOCATED" not in text
+    assert "exited with code 1" in text
