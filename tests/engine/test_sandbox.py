@@ -59,13 +59,13 @@ def test_the_algorithm_writes_nowhere_but_data(
 ) -> None:
     targets = ["/usr/escaped", "/etc/escaped", "/escaped", f"{dirs.results}/escaped"]
     code = (
-        "for path in %r:\n"
+        f"for path in {targets!r}:\n"
         "    try:\n"
         "        open(path, 'w').write('x')\n"
         "        print('WROTE', path)\n"
         "    except OSError as exc:\n"
         "        print('refused', path, exc.strerror)\n"
-    ) % (targets,)
+    )
     row = run_algorithm(start, db, run_engine, code)
     text = log_of(row, "algorithmLog")
     assert "WROTE" not in text and text.count("refused") == len(targets)
@@ -89,13 +89,13 @@ def test_the_algorithm_sees_no_secret_of_the_service(
         code = (
             "import os, glob\n"
             "seen = [str(os.environ)]\n"
-            "for path in [%r, %r] + glob.glob('/proc/*/environ'):\n"
+            f"for path in [{str(secret_file)!r}, {str(settings.postgres_host)!r}] + glob.glob('/proc/*/environ'):\n"
             "    try:\n"
             "        seen.append(open(path).read())\n"
             "    except OSError as exc:\n"
             "        print('refused', path, exc.strerror)\n"
             "open(os.environ['OUTPUTS'] + '/seen.txt', 'w').write('\\n'.join(seen))\n"
-        ) % (str(secret_file), str(settings.postgres_host))
+        )
         row = run_algorithm(start, db, run_engine, code)
     finally:
         del os.environ["ENGINE_TEST_SECRET"]
