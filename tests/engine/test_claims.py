@@ -1,0 +1,118 @@
+"""Claims and leases between engines: each job runs exactly once, and a job whose engine died
+is finished by another (or the same one restarted)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from common.db import Database
+from engine.engine import Engine
+from tests.engine.conftest import (
+    Dirs,
+    algorithm_stage,
+    engine_process,
+    job_row,
+    log_of,
+    start_job,
+    wait_finished,
+    wait_for,
+)
+from tests.engine.test_stops_and_timeouts import WRITE_THEN_SLEEP, processes_with
+
+
+def test_two_engines_run_fifty_jobs_each_exactly_once(
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    status_history: Callable[[str], list[int]],
+) -> None:
+    first, second = run_engine(maxJobs=4), run_engine(maxJobs=4)
+    jobs = [start_job(start, algorithm_stage("print('ran')")) for _ in range(50)]
+    rows = [wait_finished(db, job_id, timeout=180) for job_id in jobs]
+
+    for job_id, row in zip(jobs, rows, strict=True):
+        assert status_history(job_id) == [20, 30, 40, 60, 70], job_id
+        assert log_of(row, "algorithmLog").count("algorithm starts") == 1
+        assert log_of(row, "configrationLog").count("configure starts") == 1
+    assert {row["engine"] for row in rows} == {first.id, second.id}
+
+
+def test_an_engine_killed_mid_algorithm_is_replaced_and_the_job_ends_without_a_second_run(
+    start: FlaskClient,
+    db: Database,
+    dirs: Dirs,
+    pg_env: dict[str, str],
+    status_history: Callable[[str], list[int]],
+) -> None:
+    token = f"killed-engine-{os.urandom(4).hex()}"
+    # The sleeper carries the token on its command line, so the test can look for it.
+    sleeper = f'os.execvp("python3", ["python3", "-c", "import time; time.sleep(600)", "{token}"])'
+    code = WRITE_THEN_SLEEP.replace("time.sleep(600)", sleeper)
+    job_id = start_job_when_announced(start, db, dirs, pg_env, code, token)
+
+    with engine_process(dirs, pg_env) as restarted:
+        row = wait_finished(db, job_id, timeout=60)
+        assert restarted.poll() is None
+    assert row["status"] == 70 and row["engine"] != "killed"
+    assert status_history(job_id) == [20, 30, 40, 60, 70]
+    text = log_of(row, "algorithmLog")
+    assert text.count("algorithm starts") == 1
+    assert "the engine running this algorithm was lost" in text
+    assert [e["type"] for e in row["outputs"]] == ["configrationLog", "algorithmLog", "publishLog"]
+
+
+def start_job_when_announced(
+    start: FlaskClient, db: Database, dirs: Dirs, pg_env: dict[str, str], code: str, token: str
+) -> str:
+    """Start a job on an engine process, and kill -9 that engine while the algorithm runs."""
+    with engine_process(dirs, pg_env) as first:
+        wait_for(lambda: db.query("SELECT 1 FROM envs"), what="the engine's announcement")
+        job_id = start_job(start, algorithm_stage(code))
+        wait_for(lambda: job_row(db, job_id)["status"] == 40, what="the algorithm")
+        wait_for(lambda: processes_with(token), what="the algorithm's process")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    # The sandbox dies with the engine that started it: nothing of the algorithm runs on.
+    wait_for(lambda: not processes_with(token), timeout=10, what="the sandbox to die")
+    assert job_row(db, job_id)["finished"] is False
+    return job_id
+
+
+def test_a_job_left_while_configuring_is_configured_again_and_finishes(
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    status_history: Callable[[str], list[int]],
+    env_announced: dict[str, Any],
+) -> None:
+    job_id = start_job(start, algorithm_stage("print('ran once')"))
+    # What a dead engine leaves: the job claimed at 20, its lease run out.
+    db.execute(
+        """UPDATE jobs SET status = 20, engine = 'dead-engine',
+               leaseuntil = NOW() - interval '1 minute' WHERE workflowid = :j""",
+        j=job_id,
+    )
+    run_engine()
+    row = wait_finished(db, job_id)
+    assert status_history(job_id) == [20, 30, 40, 60, 70]
+    assert "ran once" in log_of(row, "algorithmLog")
+
+
+def test_a_job_of_the_original_engine_is_never_taken_over(
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    env_announced: dict[str, Any],
+) -> None:
+    job_id = start_job(start, algorithm_stage("print(1)"))
+    # The original engine claims nothing: a job it runs has no lease, however long it takes.
+    db.execute("UPDATE jobs SET status = 40 WHERE workflowid = :j", j=job_id)
+    engine = run_engine()
+    wait_for(lambda: engine.queue.heartbeat("ocean-compute", {}, 0) == 0)
+    row = job_row(db, job_id)
+    assert (row["status"], row["engine"], row["finished"]) == (40, None, False)
