@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test testbin deploy manifests
+.PHONY: run test testbin deploy manifests sandbox
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -11,8 +11,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-run: $(STAMP)
-	$(PY) -m local.run
+# The engine runs each stage in bubblewrap (Debian's package): installed here when missing and
+# we may (root); otherwise `make run` starts without its engine and says so.
+sandbox:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		{ apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || \
+		echo "bubblewrap is missing: sudo apt-get install bubblewrap (the engine needs it)"; }
+
+run: $(STAMP) sandbox
+	$(PY) -m local.run $(ARGS)
 
 # etcd + kube-apiserver for the cluster tier, built once from the Go module proxy into a cache.
 testbin: $(STAMP)
@@ -27,7 +34,7 @@ deploy:
 	kubectl apply -f deploy/knative/crd.yaml -f deploy/knative/rbac.yaml \
 		-f deploy/knative/config.yaml -f deploy/knative/services.yaml -f deploy/knative/routing.yaml
 
-test: $(STAMP)
+test: $(STAMP) sandbox
 	$(VENV)/bin/hadolint Containerfile
 	$(PY) deploy/knative/generate.py --check
 	$(VENV)/bin/ruff format --check .

@@ -51,6 +51,18 @@ def stream(settings: Settings, request: Request, entry: dict[str, Any]) -> Respo
     return response
 
 
+def stage_log(settings: Settings, job_id: str, component: str) -> str | None:
+    """A stage's log as an engine on this machine keeps it (RESULTS_ROOT/<jobId>/logs), or
+    None when there is none here (the job runs in a cluster, or not yet)."""
+    root = settings.results_root
+    if root is None:
+        return None
+    path = (root / job_id / "logs" / f"{component}.log").resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path.read_text(errors="replace")
+
+
 def attachment_name(filename: Any, url_path: str) -> str:
     """The file's stored name (or the URL's last segment), reduced to characters that cannot
     break out of the header."""

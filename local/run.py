@@ -4,8 +4,10 @@ Every function is loaded by functions-framework from its real main.py, and reque
 through the one route table, as Knative routing sends them in the cluster. PostgreSQL is an
 embedded server in the data folder unless POSTGRES_HOST names one. What a newcomer needs to
 make calls (an admin secret, a Provider key in the allowlist) is made once and kept there.
+The engine runs beside the API as its own process (local/compute.py) and runs the jobs in
+bubblewrap sandboxes; results are published to the data folder's results/.
 
-    python -m local.run [--port 8050] [--data .data]
+    python -m local.run [--port 8050] [--data .data] [--engine auto|on|off]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from common import routes, store
 from common.config import Settings
 from common.db import Database
 from common.errors import ConfigError, Unavailable
-from local import controlplane, postgres
+from local import compute, controlplane, postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -55,7 +57,11 @@ def function_apps() -> dict[str, WSGIApp]:
 def prepare(env: MutableMapping[str, str], data: Path, *, control_plane: str = "auto") -> list[str]:
     """Fill in what the local run needs and the caller did not set; return what to tell them."""
     data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o711)  # the engine's sandboxes pass through it to their job folders
     notes = [start_cluster(env, data, control_plane)]
+    if not env.get("RESULTS_ROOT"):
+        (data / "results").mkdir(exist_ok=True)
+        env["RESULTS_ROOT"] = str(data / "results")
     if env.get("POSTGRES_HOST"):
         notes.append(
             f"database: PostgreSQL at {env['POSTGRES_HOST']}:"
@@ -111,23 +117,43 @@ def provider_address(key: str) -> str:
     return str(Account.from_key(key).address)
 
 
-def initialise(settings: Settings) -> str | None:
-    """Apply the schema, and announce the default environment when no engine has announced
-    any, since no engine runs locally and a start needs one."""
+def initialise(settings: Settings) -> None:
     db = Database(settings)
     try:
         store.apply_schema(db)
-        if store.environments(db):
-            return None
+    finally:
+        db.close()
+
+
+def start_engine(env: MutableMapping[str, str], data: Path, settings: Settings, wanted: str) -> str:
+    """The engine beside the API, unless it is off or cannot run here; without one, the
+    default environment is announced so that starts work, and jobs wait for an engine."""
+    missing = compute.available() if wanted != "off" else "--engine off"
+    if missing is None:
+        try:
+            engine = compute.start(env, data, settings)
+        except RuntimeError as exc:
+            missing = str(exc)
+        else:
+            owner = os.getpid()
+            atexit.register(lambda: engine.stop() if os.getpid() == owner else None)
+            return f"engine: running jobs in sandboxes, environments in {engine.config}"
+    if wanted == "on":
+        raise SystemExit(f"operator-service: cannot start the engine: {missing}")
+    db = Database(settings)
+    try:
         status = {"id": settings.default_namespace, "description": "announced by the local run"}
         db.execute(
             "SELECT * FROM announce(:env, :status, 0)",
             env=settings.default_namespace,
             status=json.dumps(status),
         )
-        return settings.default_namespace
     finally:
         db.close()
+    return (
+        f"engine: not running ({missing}); environment '{settings.default_namespace}' "
+        "announced, and its jobs wait at 'Warming up'"
+    )
 
 
 def serve(app: WSGIApp, *, host: str, port: int, threads: int) -> None:
@@ -161,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / ".data")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument(
+        "--engine",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run the engine beside the API (auto: when bubblewrap is installed)",
+    )
+    parser.add_argument(
         "--control-plane",
         choices=("auto", "on", "off"),
         default="auto",
@@ -171,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = prepare(os.environ, args.data.resolve(), control_plane=args.control_plane)
     try:
         settings = Settings.from_env(os.environ)
-        announced = initialise(settings)
+        initialise(settings)
+        notes.append(start_engine(os.environ, args.data.resolve(), settings, args.engine))
     except ConfigError as exc:
         print(f"operator-service: {exc}", file=sys.stderr)
         return 2
@@ -181,8 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"operator-service listening on http://{args.host}:{args.port}/", flush=True)
     for note in notes:
         print(f"  {note}")
-    if announced:
-        print(f"  environment '{announced}' announced for local starts (no engine runs here)")
     for warning in settings.warnings():
         print(f"  warning: {warning}")
     print(f"  API docs: http://{args.host}:{args.port}{routes.DOCS}", flush=True)

@@ -1,16 +1,20 @@
 """opctl: the operator API from a terminal, signed like the Provider.
 
 Exit codes: 0 done; 1 the service refused the request (its message is printed); 2 a usage or
-local error (bad key file, bad arguments); 3 the service is unavailable or unreachable.
+local error (bad key file, bad arguments); 3 the service is unavailable or unreachable;
+4 `start --wait`: the job ended without success (stopped, timed out, failed, no outputs), or
+`result`: the downloaded file does not match its published sha256.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,12 +25,17 @@ from opclient.signing import Signer
 
 DEFAULT_URL = "http://localhost:8050"
 LOCAL_DATA = Path(".data")  # where `make run` keeps its Provider key and admin secret
-OK, REFUSED, USAGE, UNAVAILABLE = 0, 1, 2, 3
+OK, REFUSED, USAGE, UNAVAILABLE, JOB_FAILED = 0, 1, 2, 3, 4
+WAIT_POLL_SECONDS = 0.25
 STATUS_COLUMNS = ("jobId", "status", "statusText", "agreementId", "owner", "dateCreated", "results")
 
 
 class UsageError(Exception):
     pass
+
+
+class JobFailed(Exception):
+    """The job, or what it produced, is not what was asked for; the message says how."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unreachable as error:
         print(f"opctl: {error}", file=sys.stderr)
         return UNAVAILABLE
+    except JobFailed as error:
+        print(f"opctl: {error}", file=sys.stderr)
+        return JOB_FAILED
     except (UsageError, ValueError, OSError) as error:
         print(f"opctl: {error}", file=sys.stderr)
         return USAGE
@@ -96,6 +108,11 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--agreement-id", help="default: a new random id")
     start.add_argument("--owner", help="consumer address (default: the signer's)")
     start.add_argument("--chain-id", type=int)
+    start.add_argument(
+        "--wait",
+        action="store_true",
+        help="show the job's statuses as they pass; exit 0 when it finished with outputs",
+    )
 
     for name, run, text in (
         ("status", run_status, "show jobs"),
@@ -133,13 +150,38 @@ def run_start(client: Client, args: argparse.Namespace) -> Any:
         workflow = {"stages": [stage_from_flags(args)]}
     else:
         raise UsageError("give a workflow file, or at least --image")
-    return client.start(
+    started = client.start(
         workflow=workflow,
         environment=args.environment,
         agreement_id=args.agreement_id or uuid.uuid4().hex,
         owner=args.owner,
         chain_id=args.chain_id,
     )
+    return wait(client, started[0], owner=args.owner, as_json=args.json) if args.wait else started
+
+
+def wait(client: Client, job: dict[str, Any], *, owner: str | None, as_json: bool) -> Any:
+    """Follow a job to 70, a line per status seen (to stderr with --json); the job's last
+    status object, or JobFailed when it ended stopped, timed out or without any output."""
+    seen = None
+    while True:
+        if job["status"] != seen:
+            seen = job["status"]
+            moment = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
+            line = f"{moment}  {job['jobId']}  {seen:>2}  {job['statusText'].strip()}"
+            print(line, file=sys.stderr if as_json else sys.stdout, flush=True)
+        if job["status"] == 70:
+            break
+        time.sleep(WAIT_POLL_SECONDS)
+        [job] = client.status(job_id=job["jobId"], owner=owner)
+    outputs = [r for r in job["results"] or [] if r.get("type") == "output"]
+    if job["stopreq"] == 1:
+        raise JobFailed(f"job {job['jobId']} was stopped")
+    if job["stopreq"] == 2:
+        raise JobFailed(f"job {job['jobId']} ran out of time (see `opctl logs`)")
+    if not outputs:
+        raise JobFailed(f"job {job['jobId']} finished without outputs (see `opctl logs`)")
+    return [job] if as_json else None
 
 
 def stage_from_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -185,17 +227,36 @@ def run_logs(client: Client, args: argparse.Namespace) -> None:
 def run_result(client: Client, args: argparse.Namespace) -> Any:
     download = client.result(job_id=args.job_id, index=args.index, owner=args.owner)
     target = args.output or Path(Path(download.filename).name)
-    written = save(download, target)
-    return {"file": str(target), "bytes": written}
+    digest = hashlib.sha256()
+    written = save(download, target, digest)
+    shown = {"file": str(target), "bytes": written}
+    published = _published_sha256(client, args)
+    if published is None:
+        return shown
+    if published != digest.hexdigest():
+        raise JobFailed(f"{target}: sha256 {digest.hexdigest()} is not the published {published}")
+    return {**shown, "sha256": published}
 
 
-def save(download: Download, target: Path) -> int:
-    """Write the body to `target` as it arrives, with a progress bar on a terminal."""
+def _published_sha256(client: Client, args: argparse.Namespace) -> str | None:
+    """The checksum the engine published for this result, when it published one."""
+    [job] = client.status(job_id=args.job_id, owner=args.owner) or [{}]
+    results = job.get("results") or []
+    entry = results[args.index] if 0 <= args.index < len(results) else {}
+    found = entry.get("sha256") if isinstance(entry, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def save(download: Download, target: Path, digest: Any = None) -> int:
+    """Write the body to `target` as it arrives (hashing it into `digest`), with a progress
+    bar on a terminal."""
     written = 0
     show = sys.stderr.isatty() and (download.size or 0) > 1024 * 1024
     with download.body, target.open("wb") as out:
         for chunk in download.chunks():
             out.write(chunk)
+            if digest is not None:
+                digest.update(chunk)
             written += len(chunk)
             if show and download.size:
                 done = written * 30 // download.size

@@ -1,4 +1,5 @@
-"""GET /getResult streams one output file of a job; GET /logs shows a stage's pod log."""
+"""GET /getResult streams one output file of a job; GET /logs shows a stage's log: the local
+engine's, or the pod's in a cluster."""
 
 from flask import Request, Response
 
@@ -16,8 +17,10 @@ def get_result(request: Request, rt: Runtime) -> Response:
 def get_logs(request: Request, rt: Runtime) -> Response:
     auth.authenticate_admin(rt.settings, request.headers.get("Admin"))
     job = JobRef.parse(http.request_data(request, rt.settings), "GET:/logs", with_component=True)
-    namespace = store.job_namespace(rt.db, job.job_id) or rt.settings.default_namespace
-    text = rt.cluster.pod_log(job.job_id, job.component or "", namespace)
+    text = results.stage_log(rt.settings, job.job_id, job.component or "")
+    if text is None:  # not run by an engine on this machine: ask the cluster's pods
+        namespace = store.job_namespace(rt.db, job.job_id) or rt.settings.default_namespace
+        text = rt.cluster.pod_log(job.job_id, job.component or "", namespace)
     return Response(text, mimetype="text/plain")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,9 +29,9 @@ from engine.results import remove_tree
 from engine.sandbox import SandboxRunner
 from tests.conftest import ENVIRONMENT, ROOT
 from tests.provider import OWNER, PROVIDER, stage, start_body
+from tests.sandbox import require_bubblewrap
 
-if shutil.which("bwrap") is None:
-    pytest.skip("bubblewrap is not installed (.ci/run installs it)", allow_module_level=True)
+require_bubblewrap()
 
 # Each test's engine: short leases and polls, so takeovers and fallbacks happen in test time.
 ENGINE_TUNING = {"leaseSeconds": 2, "heartbeatSeconds": 1, "pollSeconds": 1, "sweepSeconds": 1}

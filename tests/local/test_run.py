@@ -34,6 +34,7 @@ class LocalRun:
     admin: str
     output: str
     log_path: Path
+    process: subprocess.Popen[bytes] | None = None
 
     def call(
         self,
@@ -84,11 +85,12 @@ def _json(raw: bytes) -> Any:
 
 @contextmanager
 def launch(
-    data: Path, *, control_plane: str, env: dict[str, str] | None = None
+    data: Path, *, control_plane: str, env: dict[str, str] | None = None, engine: str = "off"
 ) -> Iterator[LocalRun]:
     """`python -m local.run` as a process, until its banner is out and it answers. Its output
     goes to <data>/../run.log; `env` adds variables (by default none of POSTGRES_* and the
-    allowlists are passed, so the run makes its own)."""
+    allowlists are passed, so the run makes its own). The engine is off unless asked for: the
+    tests that play the engine's part write its rows themselves."""
     port = free_port()
     child = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "ALLOWED_"))}
     child.pop("SIGNATURE_REQUIRED", None)
@@ -105,6 +107,8 @@ def launch(
         str(data),
         "--control-plane",
         control_plane,
+        "--engine",
+        engine,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, cwd=ROOT, env=child, stdout=log, stderr=subprocess.STDOUT)
@@ -116,6 +120,8 @@ def launch(
             break
         except OSError:
             time.sleep(0.1)
+    while time.monotonic() < deadline and "API docs:" not in log_path.read_text():
+        time.sleep(0.05)  # the banner's last line
     keys = data / "provider.key"
     run = LocalRun(
         url=url,
@@ -127,6 +133,7 @@ def launch(
         output=log_path.read_text(),
         log_path=log_path,
     )
+    run.process = process
     try:
         yield run
     finally:

@@ -1,0 +1,106 @@
+"""The local run's engine: `python -m engine` as a child process, on the run's database.
+
+It writes a default environment file once (the data folder's engine.yaml, edited freely
+afterwards), starts the engine with the run's own variables, and waits for its first heartbeat,
+so a job started right after the banner finds its environment. The engine dies with the run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import store
+from common.config import Settings
+from common.db import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+HEARTBEAT_WAIT_SECONDS = 30
+PR_SET_PDEATHSIG = 1
+
+DEFAULT_CONFIG = """\
+# The environments the local engine serves (README: The engine). Written once by `make run`;
+# edit it and restart `make run` to change them.
+environments:
+  - id: ocean-compute
+    description: bubblewrap sandboxes on this machine
+    maxJobs: 2            # jobs running at once
+    cpuNumber: 1
+    ramGB: 1              # address space of the algorithm
+    diskGB: 1             # the job folder (inputs, outputs) and its published results
+    maxJobDuration: 600   # seconds of algorithm; default ALGO_POD_TIMEOUT
+    storageExpiry: 604800 # seconds results are kept; default STORAGE_EXPIRY
+    priceMin: 0
+    network: false        # whether algorithms may reach the network
+engine:
+  leaseSeconds: 15
+"""
+
+
+@dataclass
+class LocalEngine:
+    process: subprocess.Popen[bytes]
+    config: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def available() -> str | None:
+    """Why the engine cannot run on this machine, or None when it can."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (`apt-get install bubblewrap`)"
+    return None
+
+
+def start(env: Mapping[str, str], data: Path, settings: Settings) -> LocalEngine:
+    config = data / "engine.yaml"
+    if not config.exists():
+        config.write_text(DEFAULT_CONFIG)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--work-root", str(data / "engine")],
+        cwd=ROOT,
+        env={**env, "ENGINE_CONFIG": str(config)},
+        preexec_fn=_die_with_parent,  # safe: the run has no other thread yet
+    )
+    engine = LocalEngine(process=process, config=config)
+    if not _heartbeat_seen(settings, process):
+        engine.stop()
+        raise RuntimeError(f"the engine did not start (exit code {process.returncode})")
+    return engine
+
+
+def _heartbeat_seen(settings: Settings, process: subprocess.Popen[bytes]) -> bool:
+    db = Database(settings)
+    started = time.time() - 1  # the database runs on this machine's clock
+    try:
+        deadline = time.monotonic() + HEARTBEAT_WAIT_SECONDS
+        while time.monotonic() < deadline and process.poll() is None:
+            if any(float(env["lastSeen"]) >= started for env in store.environments(db)):
+                return True
+            time.sleep(0.1)
+        return False
+    finally:
+        db.close()
+
+
+def _die_with_parent() -> None:
+    """The engine gets SIGTERM when the run dies, even by SIGKILL: no orphaned engine."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the run died before prctl took effect
+        os._exit(1)

@@ -1,0 +1,145 @@
+"""The README's walk-through on `make run` with its engine: a real algorithm over a URL input
+runs to 70 in a sandbox, its output downloads with a matching checksum, its logs show."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.results import remove_tree
+from tests import storage
+from tests.local.test_opctl import opctl, opctl_json
+from tests.local.test_run import LocalRun, launch
+from tests.sandbox import require_bubblewrap
+
+require_bubblewrap()
+
+ALGORITHM = """\
+import csv, os, time
+rows = list(csv.DictReader(open("/data/inputs/0/0")))
+time.sleep(1)  # long enough to be seen running
+total = sum(int(row["value"]) for row in rows)
+open(os.path.join(os.environ["OUTPUTS"], "total.txt"), "w").write(f"{total}\\n")
+print(f"summed {len(rows)} rows")
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_run() -> Iterator[LocalRun]:
+    """A local run with its engine, in a folder the sandbox user can pass through (pytest's
+    temporary folders are private to root)."""
+    base = Path(tempfile.mkdtemp(prefix="local-engine-"))
+    base.chmod(0o711)
+    try:
+        with launch(base / ".data", control_plane="off", engine="on") as run:
+            yield run
+    finally:
+        remove_tree(base)
+
+
+def test_the_banner_names_the_engine_and_its_environment_is_announced(
+    engine_run: LocalRun,
+) -> None:
+    assert "engine: running jobs in sandboxes" in engine_run.output
+    [env] = opctl_json(engine_run, "environments")
+    assert (env["id"], env["maxJobs"], env["currentJobs"]) == ("ocean-compute", 2, 0)
+
+
+def test_a_real_algorithm_runs_to_70_and_its_output_downloads_with_its_checksum(
+    engine_run: LocalRun, tmp_path: Path
+) -> None:
+    (tmp_path / "sum.py").write_text(ALGORITHM)
+    with storage.serve({"data.csv": b"name,value\na,40\nb,2\n"}) as server:
+        done = opctl(
+            engine_run,
+            "start",
+            "--wait",
+            "--image",
+            "python",
+            "--tag",
+            "3.11",
+            "--entrypoint",
+            "python $ALGO",
+            "--algorithm-file",
+            str(tmp_path / "sum.py"),
+            "--input",
+            f"{server.url}/data.csv",
+        )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    job_id = lines[0].split()[1]
+    seen = [int(line.split()[2]) for line in lines]
+    assert seen[-1] == 70 and 40 in seen and seen == sorted(seen)
+
+    saved = opctl_json(engine_run, "result", job_id, "0", "-o", str(tmp_path / "total.txt"))
+    assert (tmp_path / "total.txt").read_bytes() == b"42\n"
+    assert saved["sha256"] == hashlib.sha256(b"42\n").hexdigest()
+
+    log = opctl(engine_run, "logs", job_id, "algorithm")
+    assert log.returncode == 0 and "summed 2 rows" in log.stdout
+
+
+def test_wait_exits_4_when_the_algorithm_fails(engine_run: LocalRun, tmp_path: Path) -> None:
+    (tmp_path / "fail.py").write_text("raise SystemExit(1)")
+    done = opctl(
+        engine_run,
+        "start",
+        "--wait",
+        "--image",
+        "python",
+        "--entrypoint",
+        "python $ALGO",
+        "--algorithm-file",
+        str(tmp_path / "fail.py"),
+    )
+    assert done.returncode == 4
+    assert "finished without outputs" in done.stderr
+
+
+def test_the_engine_dies_with_the_run(tmp_path: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="local-engine-"))
+    base.chmod(0o711)
+    try:
+        with launch(base / ".data", control_plane="off", engine="on") as run:
+            assert run.process is not None
+            engines = _engine_processes(base)
+            assert len(engines) == 1
+            os.kill(run.process.pid, signal.SIGKILL)
+            run.process.wait()
+            deadline = time.monotonic() + 20
+            while _engine_processes(base) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _engine_processes(base) == []
+    finally:
+        _stop_orphaned_postgres(base / ".data" / "postgres")
+        remove_tree(base)
+
+
+def _stop_orphaned_postgres(data: Path) -> None:
+    """A run killed by SIGKILL cannot stop its embedded server: stop it for it."""
+    pid_file = data / "postmaster.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _engine_processes(base: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"engine" in cmdline and str(base).encode() in b" ".join(cmdline):
+            found.append(int(entry.name))
+    return found
