@@ -35,6 +35,7 @@ from typing import Any
 
 from bench import load, report
 from bench.cpu import Meter, per_request_ms, postmaster_pid, steal_percent
+from bench.engine import kept_section as engine_section
 from bench.load import Request
 from bench.report import PGBENCH, SERVICE, TRIVIAL, stored
 from common import store
@@ -346,7 +347,8 @@ def main() -> int:
         "".join(json.dumps(r) + "\n" for r in bench.rows)
     )
     settings = report.Settings(args.rounds, args.seconds, minutes, args.baseline)
-    args.out.write_text(report.markdown(bench.rows, settings))
+    # The engine's section comes from `bench.engine`, a run of its own: keep it.
+    args.out.write_text(report.markdown(bench.rows, settings) + engine_section(args.out))
     print(f"wrote {args.out}; the servers' logs are in {work}")
     return 0
 

@@ -9,6 +9,7 @@ else is a bug that surfaces as a 500. Sessions run in UTC because the engine's t
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import threading
@@ -231,11 +232,16 @@ class Listener:
         self._sock = sock
         self.session = session
 
-    def wait(self, timeout: float) -> list[tuple[str, str]]:
-        """(channel, payload) of every notification since the last call; may be empty."""
+    def wait(self, timeout: float, *, wake: int | None = None) -> list[tuple[str, str]]:
+        """(channel, payload) of every notification since the last call; may be empty.
+        A byte written to the pipe `wake` (a read end) ends the wait early."""
         conn = self.session.conn
         if not conn.notifications:
-            select.select([self._sock], [], [], timeout)
+            readable, _, _ = select.select(
+                [self._sock] + ([wake] if wake is not None else []), [], [], timeout
+            )
+            if wake is not None and wake in readable:
+                os.read(wake, 4096)
         self._db._run(self.session, "SELECT 1", {})  # reads whatever the server sent
         arrived = [(channel, payload) for _, channel, payload in conn.notifications]
         conn.notifications.clear()

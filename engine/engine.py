@@ -10,6 +10,7 @@ time, and the main thread tells them of stops and of leases lost.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -56,6 +57,9 @@ class Engine:
         self.closing = threading.Event()
         self._listener: Listener | None = None
         self._due = {"heartbeat": 0.0, "renew": 0.0, "poll": 0.0, "sweep": 0.0}
+        # A finished job or close() wakes the loop through this pipe, without the database.
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
 
     def run(self) -> None:
         """Serve until `close()`; a database outage pauses the engine, never ends it."""
@@ -90,7 +94,7 @@ class Engine:
             self._due["poll"] = now + self.config.poll_seconds
             self.pick_up()
         timeout = max(0.0, min(self._due.values()) - self.clock())
-        for channel, payload in self._listen().wait(timeout):
+        for channel, payload in self._listen().wait(timeout, wake=self._wake_read):
             if channel == "jobs_stop" and payload in self.runs:
                 self.runs[payload].stop_requested.set()
             elif channel == "jobs_waiting" and payload in self.config.namespaces:
@@ -136,6 +140,7 @@ class Engine:
 
     def close(self) -> None:
         self.closing.set()
+        self._wake()
 
     def _start(self, job: Claimed, env: Environment) -> None:
         run = JobRun(job, env, self.context)
@@ -154,7 +159,18 @@ class Engine:
             # The database went away mid-job: the lease lapses and a takeover finishes it.
             log.warning("job %s: database unavailable, left for a takeover", run.job_id)
         except Exception:
-            log.exception("job %s: the engine failed; left for a takeover", run.job_id)
+            # A bug met on this job would be met again by every takeover: end the job instead.
+            log.exception("job %s: the engine failed on it; ending it", run.job_id)
+            run.end_after_error()
+        finally:
+            self._due["poll"] = 0.0  # a slot is free: look for the next job now
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is awake already
 
     def _running(self, env: Environment) -> int:
         return sum(1 for run in self.runs.values() if run.env.namespace == env.namespace)
@@ -187,3 +203,6 @@ class Engine:
         except Unavailable:
             pass
         self._drop_listener()
+        if not any(thread.is_alive() for thread in self.threads.values()):
+            os.close(self._wake_read)  # a thread still alive would write to a reused number
+            os.close(self._wake_write)

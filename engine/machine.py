@@ -202,6 +202,17 @@ class JobRun:
         log.info("job %s finished with %d published file(s)", self.job_id, len(entries))
         return 70
 
+    def end_after_error(self) -> None:
+        """The engine failed on this job in a way a retry would meet again: publish the logs
+        and end the job at 70, best effort (a takeover still follows if even this fails)."""
+        try:
+            self.note(Stage.PUBLISH, "the engine failed on this job (its log has the details)")
+            self.ctx.queue.finish(
+                self.job_id, self.ctx.results.entries(self.job_id, with_outputs=False)
+            )
+        except Exception:
+            log.exception("job %s: could not end it; left for a takeover", self.job_id)
+
     # Helpers of the steps.
 
     def to_publish(self, stage: Stage, why: str) -> int:

@@ -4,8 +4,10 @@ the real sandbox, read back through the real status and getResult functions."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flask.testing import FlaskClient
 
@@ -171,3 +173,24 @@ def job_expired(db: Database, job_id: str) -> bool:
 
 def _exists(path: str) -> bool:
     return Path(path).exists()
+
+
+def test_a_job_the_engine_fails_on_ends_instead_of_looping(
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    env_announced: dict[str, Any],
+) -> None:
+    # A row as a less careful writer (the original service) could store it: the container is
+    # not an object. Whatever the engine trips on, the job ends, and is not retried forever.
+    job_id = start_job(start, algorithm_stage("print(1)"))
+    [[stored]] = db.query("SELECT workflow FROM jobs WHERE workflowid = :j", j=job_id)
+    document = json.loads(stored)
+    document["spec"]["metadata"]["stages"][0]["algorithm"]["container"] = ["not", "an object"]
+    db.execute(
+        "UPDATE jobs SET workflow = :w WHERE workflowid = :j", w=json.dumps(document), j=job_id
+    )
+    run_engine()
+    row = wait_finished(db, job_id)
+    assert row["status"] == 70
+    assert "the engine failed on this job" in log_of(row, "publishLog")
