@@ -163,7 +163,9 @@ class Engine:
             log.exception("job %s: the engine failed on it; ending it", run.job_id)
             run.end_after_error()
         finally:
-            self._due["poll"] = 0.0  # a slot is free: look for the next job now
+            # The slot is free from now, though the thread still exits: look for the next job.
+            run.done.set()
+            self._due["poll"] = 0.0
             self._wake()
 
     def _wake(self) -> None:
@@ -176,9 +178,9 @@ class Engine:
         return sum(1 for run in self.runs.values() if run.env.namespace == env.namespace)
 
     def _reap(self) -> None:
-        for job_id, thread in list(self.threads.items()):
-            if not thread.is_alive():
-                del self.threads[job_id]
+        for job_id, run in list(self.runs.items()):
+            if run.done.is_set():
+                self.threads.pop(job_id).join()  # it is past its last step
                 del self.runs[job_id]
 
     def _listen(self) -> Listener:

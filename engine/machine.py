@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -32,7 +33,9 @@ from engine.runner import Ending, Limits, Outcome, Runner, Stage, StageSpec
 
 log = logging.getLogger(__name__)
 
-WAIT_SECONDS = 0.1  # how often a running stage is polled; a stop is seen at once anyway
+# How often a running stage is polled: often at first, since most stages are short, then at
+# most every 0.1 s (a stop wakes the wait at once anyway).
+FIRST_WAIT_SECONDS, WAIT_SECONDS = 0.002, 0.1
 STAGE_MEMORY = 512 * 1024 * 1024  # configure and publish run our own small program
 DATA_FAILED, ALGORITHM_FAILED = 31, 32
 PUBLISHING = (31, 32, 50, 60)
@@ -59,6 +62,7 @@ class JobRun:
         self.ctx = context
         self.stop_requested = threading.Event()  # set by the engine: stopreq = 1 arrived
         self.abandon = threading.Event()  # set by the engine: drop the job, write nothing
+        self.done = threading.Event()  # set when the run wrote its last: its slot is free
         self.with_outputs = True
         self.stop_honoured = False  # a stop ends one stage; what follows is publishing
         if job.stop_requested:
@@ -179,7 +183,7 @@ class JobRun:
         self.ctx.queue.set_status(self.job_id, 60)
         results = self.ctx.results
         staging = results.staging(self.job_id)
-        published = self.with_outputs and (self.data / "outputs").is_dir()
+        published = self.with_outputs and _has_entries(self.data / "outputs")
         if published:
             self.ctx.runner.provide(staging)
             outcome = self.run_stage(
@@ -270,6 +274,7 @@ class JobRun:
         # A stop ends the stage that runs when it arrives; the publishing that follows a
         # stopped stage is not stopped again, or a stop would throw away finished outputs.
         stoppable = not self.stop_honoured
+        pause = FIRST_WAIT_SECONDS
         while True:
             outcome = runner.poll(handle)
             if outcome is not None:
@@ -278,7 +283,8 @@ class JobRun:
                 runner.stop(handle)
                 raise Abandoned(self.job_id)
             waiting_on = self.stop_requested if stoppable else self.abandon
-            if waiting_on.wait(WAIT_SECONDS) and stoppable:
+            pause = min(pause * 2, WAIT_SECONDS)
+            if waiting_on.wait(pause) and stoppable:
                 self.stop_honoured = True
                 return runner.stop(handle)
 
@@ -293,6 +299,16 @@ STEPS: dict[int, Callable[[JobRun], int]] = {
 }
 # A status the original engine writes that ours never stops at, met on a takeover.
 STEPS[50] = JobRun.publish
+
+
+def _has_entries(folder: Path) -> bool:
+    """Whether the algorithm left anything in its outputs folder (links included: publishing
+    reports those it skips)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 def _entrypoint(stage: dict[str, Any]) -> str:
