@@ -236,7 +236,7 @@ class Listener:
         """(channel, payload) of every notification since the last call; may be empty.
         A byte written to the pipe `wake` (a read end) ends the wait early."""
         conn = self.session.conn
-        if not conn.notifications:
+        if not conn.notifications and not self._buffered():
             readable, _, _ = select.select(
                 [self._sock] + ([wake] if wake is not None else []), [], [], timeout
             )
@@ -246,6 +246,21 @@ class Listener:
         arrived = [(channel, payload) for _, channel, payload in conn.notifications]
         conn.notifications.clear()
         return arrived
+
+    def _buffered(self) -> bool:
+        """Whether bytes already wait in pg8000's read buffer, where select() cannot see them:
+        a notification the server sent just after answering the last SELECT 1 lands there."""
+        stream = getattr(self.session.conn, "_sock", None)
+        if stream is None or getattr(self.session.conn, "_usock", None) is not self._sock:
+            return False  # TLS wraps our socket: select() alone, and the fallback poll
+        timeout = self._sock.gettimeout()
+        self._sock.setblocking(False)  # peek then reads only what is there, never waits
+        try:
+            return bool(stream.peek(1))
+        except OSError:
+            return False
+        finally:
+            self._sock.settimeout(timeout)
 
     def close(self) -> None:
         self.session.close()
