@@ -80,6 +80,9 @@ class Engine:
         """One turn of the loop: what is due, then sleep until a notification or a timer."""
         now = self.clock()
         self._reap()
+        # Listen before announcing: a job stored just after our first announcement must
+        # wake us, not wait for the poll.
+        listener = self._listen()
         wake = False
         if now >= self._due["heartbeat"]:
             self._due["heartbeat"] = now + self.config.heartbeat_seconds
@@ -94,7 +97,7 @@ class Engine:
             self._due["poll"] = now + self.config.poll_seconds
             self.pick_up()
         timeout = max(0.0, min(self._due.values()) - self.clock())
-        for channel, payload in self._listen().wait(timeout, wake=self._wake_read):
+        for channel, payload in listener.wait(timeout, wake=self._wake_read):
             if channel == "jobs_stop" and payload in self.runs:
                 self.runs[payload].stop_requested.set()
             elif channel == "jobs_waiting" and payload in self.config.namespaces:

@@ -70,12 +70,15 @@ def settings(base_settings: Settings, dirs: Dirs) -> Settings:
     return base_settings.replace(results_root=dirs.results.resolve())
 
 
-def engine_yaml(dirs: Dirs, **environment: Any) -> dict[str, Any]:
+def engine_yaml(
+    dirs: Dirs, engine: dict[str, Any] | None = None, **environment: Any
+) -> dict[str, Any]:
     env = {"id": ENVIRONMENT, "maxJobs": 2, "ramGB": 1, "diskGB": 0.25, **environment}
     return {
         "environments": [env],
         "engine": {
             **ENGINE_TUNING,
+            **(engine or {}),
             "workRoot": str(dirs.work),
             "resultsRoot": str(dirs.results),
             "inputRoots": [str(dirs.inputs)],
@@ -135,11 +138,13 @@ class EngineThread:
 @pytest.fixture
 def run_engine(settings: Settings, dirs: Dirs, db: Database) -> Iterator[Callable[..., Engine]]:
     """Start an engine on this test's folders; `run_engine(maxJobDuration=2, ...)` changes its
-    environment. Every engine started is closed at the end of the test."""
+    environment, `engine={...}` its engine settings. Every engine started is closed at the end
+    of the test."""
     started: list[EngineThread] = []
 
-    def run(**environment: Any) -> Engine:
-        config = EngineConfig.parse(engine_yaml(dirs, **environment), settings, work_root=dirs.work)
+    def run(engine: dict[str, Any] | None = None, **environment: Any) -> Engine:
+        raw = engine_yaml(dirs, engine, **environment)
+        config = EngineConfig.parse(raw, settings, work_root=dirs.work)
         thread = EngineThread(config, settings)
         started.append(thread)
         engine = thread.__enter__()

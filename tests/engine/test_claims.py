@@ -116,3 +116,17 @@ def test_a_job_of_the_original_engine_is_never_taken_over(
     wait_for(lambda: engine.queue.heartbeat("ocean-compute", {}, 0) == 0)
     row = job_row(db, job_id)
     assert (row["status"], row["engine"], row["finished"]) == (40, None, False)
+
+
+def test_no_job_waits_for_the_fallback_poll(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    """With a 30 s poll, only wake-ups can make these jobs start within 10 s: one stored right
+    after the engine's first announcement, and one waiting for the only slot to free."""
+    run_engine(engine={"pollSeconds": 30, "heartbeatSeconds": 30, "leaseSeconds": 60}, maxJobs=1)
+    first = start_job(start, algorithm_stage("import time\ntime.sleep(1)"))
+    second = start_job(start, algorithm_stage("print('second')"))
+    wait_for(lambda: job_row(db, first)["status"] >= 20, timeout=10, what="the first claim")
+    wait_finished(db, first, timeout=20)
+    wait_for(lambda: job_row(db, second)["status"] >= 20, timeout=10, what="the freed slot")
+    wait_finished(db, second, timeout=20)
