@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path:
             raise ConfigError("ENGINE_CONFIG: required, the YAML file of the environments")
         config = EngineConfig.load(Path(path), settings, work_root=args.work_root.resolve())
-        runner = SandboxRunner()
+        runner = SandboxRunner(tool=config.sandbox)
         for root in (config.work_root, config.results_root):
             root.mkdir(parents=True, exist_ok=True)
             root.chmod(0o711)  # sandboxes pass through, nobody lists other jobs

@@ -83,6 +83,7 @@ class EngineConfig:
     poll_seconds: float = 2.0  # the fallback when a notification is missed
     sweep_seconds: float = 60.0
     stage_seconds: int = 600  # the limit of configure and publish, which run our own code
+    sandbox: str | None = None  # "bwrap" or "unshare"; None: bubblewrap when installed
 
     @property
     def namespaces(self) -> list[str]:
@@ -141,6 +142,7 @@ class EngineConfig:
             poll_seconds=reader.number(engine, "pollSeconds", 2.0, "engine"),
             sweep_seconds=reader.number(engine, "sweepSeconds", 60.0, "engine"),
             stage_seconds=int(reader.number(engine, "stageSeconds", 600, "engine")),
+            sandbox=_sandbox(engine.get("sandbox"), problems),
         )
         if problems:
             raise ConfigError(f"{source}: " + "; ".join(problems))
@@ -157,6 +159,13 @@ class _Reader:
             self.problems.append(f"{where}.{key}: must be a positive number")
             return default
         return float(value)
+
+
+def _sandbox(value: Any, problems: list[str]) -> str | None:
+    if value is None or value in ("bwrap", "unshare"):
+        return None if value is None else str(value)
+    problems.append("engine.sandbox: must be bwrap or unshare")
+    return None
 
 
 def _list(value: Any, problems: list[str]) -> list[Any]:

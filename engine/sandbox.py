@@ -1,4 +1,5 @@
-"""The local runner: each stage in a bubblewrap sandbox on this machine.
+"""The local runner: each stage in a sandbox on this machine, built by bubblewrap or, where it
+is not installed, by util-linux's `unshare` (on every Debian machine) and a setup script.
 
 Inside, a stage sees a read-only system (/usr and the libraries), a fresh /proc, /dev and a
 small /tmp, its job folder as /data (the only writable place), and nothing else: not the
@@ -7,7 +8,7 @@ the environment allows it (own network namespace). It runs as an unprivileged us
 engine drops to `nobody` first when it runs as root), with rlimits on address space, CPU time,
 processes, open files and file size. The runner keeps the deadline and the disk quota itself:
 past either it kills the sandbox, and with it every process inside (the PID namespace dies
-with its first process, which dies with bwrap).
+with its first process, which dies with the engine).
 """
 
 from __future__ import annotations
@@ -34,10 +35,56 @@ SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "ssl")
 ETC_NETWORK = ("resolv.conf", "hosts", "nsswitch.conf", "host.conf", "gai.conf")
 PATH_INSIDE = "/opt/bin:/usr/local/bin:/usr/bin:/bin"
+MOUNT_POINT = "/mnt"  # where the unshare sandbox builds its root, in its own mount namespace
+
+# The unshare sandbox's setup, run as root of a fresh user namespace (uid nobody outside):
+# a tmpfs root with the system bound read-only, the job folder, then pivot_root so that
+# nothing of the host's tree stays reachable, and every capability dropped for good before
+# the stage's command runs. Arguments: the job folder, then "ro|rw host inside" triples,
+# then "--" and the command.
+UNSHARE_SETUP = r"""
+set -eu
+data=$1; shift
+root=MOUNT_POINT
+mount -t tmpfs -o mode=0755,size=1m sandbox "$root"
+cd "$root"
+mkdir usr data proc dev tmp etc opt opt/bin .old
+bind_ro() { mount --rbind "$1" "$2"; mount -o remount,bind,ro "$2"; }
+bind_ro /usr usr
+for dir in SYSTEM_DIRS; do
+    if [ -L "$dir" ]; then ln -s "$(readlink "$dir")" ".$dir";
+    elif [ -d "$dir" ]; then mkdir ".$dir"; bind_ro "$dir" ".$dir"; fi
+done
+for name in ETC_NAMES; do
+    if [ -d "/etc/$name" ]; then mkdir "etc/$name"; bind_ro "/etc/$name" "etc/$name";
+    elif [ -f "/etc/$name" ]; then touch "etc/$name"; bind_ro "/etc/$name" "etc/$name"; fi
+done
+mount --bind "$data" data
+while [ "$1" != "--" ]; do
+    mkdir -p ".$3"; mount --bind "$2" ".$3"
+    if [ "$1" = ro ]; then mount -o remount,bind,ro ".$3"; fi
+    shift 3
+done
+shift
+mount -t proc proc proc
+echo 0 > proc/sys/user/max_user_namespaces
+for name in null zero full random urandom; do
+    touch "dev/$name"; mount --bind "/dev/$name" "dev/$name"
+done
+mount -t tmpfs -o size=TMP_BYTES tmpfs tmp
+ln -s PYTHON opt/bin/python; ln -s PYTHON opt/bin/python3
+pivot_root . .old
+umount -l /.old
+rmdir /.old
+mount -o remount,ro,bind /
+cd /data
+exec /usr/bin/setpriv --bounding-set=-all --inh-caps=-all --no-new-privs \
+    --securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked "$@"
+"""
 
 
 class SandboxUnavailable(Exception):
-    """bubblewrap is not installed (or cannot create namespaces here)."""
+    """Neither bubblewrap nor unshare can build a sandbox here."""
 
 
 @dataclass
@@ -54,20 +101,21 @@ class SandboxHandle:
 class SandboxRunner:
     name = "sandbox"
 
-    def __init__(self, *, bwrap: str | None = None, python: str | None = None) -> None:
-        found = bwrap or shutil.which("bwrap")
-        if not found:
-            raise SandboxUnavailable(
-                "bubblewrap (bwrap) is not installed: `apt-get install bubblewrap`"
-            )
-        self.bwrap = found
+    def __init__(self, *, tool: str | None = None, python: str | None = None) -> None:
+        """`tool` is "bwrap" or "unshare"; by default bubblewrap when installed."""
+        self.tool = tool or ("bwrap" if shutil.which("bwrap") else "unshare")
+        if shutil.which(self.tool) is None:
+            raise SandboxUnavailable(f"{self.tool} is not installed: `apt-get install bubblewrap`")
+        if self.tool == "unshare" and not os.path.isdir(MOUNT_POINT):
+            raise SandboxUnavailable(f"the unshare sandbox builds its root on {MOUNT_POINT}")
         self.python = python or _system_python()
         self.drop_to_nobody = os.geteuid() == 0
 
     def describe(self, spec: StageSpec) -> str:
         user = f"uid {NOBODY}" if self.drop_to_nobody else f"uid {os.geteuid()}"
         network = "with network" if spec.network else "no network"
-        line = f"bubblewrap sandbox, {user}, {network}, read-only system, /data writable"
+        kind = "bubblewrap" if self.tool == "bwrap" else "unshare"
+        line = f"{kind} sandbox, {user}, {network}, read-only system, /data writable"
         if spec.image:
             line += (
                 f"; image {spec.image} not used: no container runtime here, so the host's "
@@ -100,14 +148,7 @@ class SandboxRunner:
         )
         log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
         try:
-            data = os.open(spec.data, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
-            handle.fds.append(data)
-            binds = []
-            for host, inside, writable in spec.extra_binds:
-                fd = os.open(host, os.O_PATH | os.O_NOFOLLOW)
-                handle.fds.append(fd)
-                binds += ["--bind-fd" if writable else "--ro-bind-fd", str(fd), inside]
-            argv = self._argv(spec, data, binds)
+            argv = self._argv(spec, handle.fds)
             handle.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -147,14 +188,60 @@ class SandboxRunner:
     def stop(self, handle: SandboxHandle) -> Outcome:
         return handle.outcome or self._kill(handle, Ending.STOPPED)
 
-    def _argv(self, spec: StageSpec, data_fd: int, binds: list[str]) -> list[str]:
-        limits = spec.limits
-        argv: list[str] = []
+    def _argv(self, spec: StageSpec, fds: list[int]) -> list[str]:
+        """The whole command: drop to nobody (when root), the sandbox, the limits, the stage."""
+        argv = ["setpriv", "--pdeathsig", "SIGKILL"]  # the sandbox dies with the engine
         if self.drop_to_nobody:
-            # bwrap run by root keeps uid 0 outside the sandbox; as nobody it owns nothing.
-            argv += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-            argv += ["--inh-caps=-all"]
-        argv += [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+            # A sandbox built by root keeps uid 0 outside it; as nobody it owns nothing.
+            argv += [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"]
+        if self.tool == "bwrap":
+            argv += self._bwrap(spec, fds)
+        else:
+            argv += self._unshare(spec)
+        limits = spec.limits
+        cpu_seconds = math.ceil(limits.seconds * limits.cpus) + 1
+        return [
+            *argv,
+            "prlimit",
+            f"--as={limits.memory_bytes}",
+            f"--cpu={cpu_seconds}",
+            f"--nproc={limits.processes}",
+            f"--nofile={limits.open_files}",
+            f"--fsize={limits.disk_bytes}",
+            "--core=0",
+            "--",
+            *spec.argv,
+        ]
+
+    def _unshare(self, spec: StageSpec) -> list[str]:
+        script = UNSHARE_SETUP
+        for name, value in {
+            "MOUNT_POINT": MOUNT_POINT,
+            "SYSTEM_DIRS": " ".join(SYSTEM_DIRS),
+            "ETC_NAMES": " ".join(ETC + (ETC_NETWORK if spec.network else ())),
+            "TMP_BYTES": str(TMP_BYTES),
+            "PYTHON": self.python,
+        }.items():
+            script = script.replace(name, value)
+        namespaces = ["--user", "--map-root-user", "--mount", "--pid", "--ipc", "--uts"]
+        if not spec.network:
+            namespaces.append("--net")
+        argv = ["unshare", *namespaces, "--fork", "--kill-child", "--propagation", "private"]
+        argv += ["/bin/sh", "-c", script, "sandbox", str(spec.data)]
+        for host, inside, writable in spec.extra_binds:
+            argv += ["rw" if writable else "ro", str(host), inside]
+        environment = {"PATH": PATH_INSIDE, "HOME": TMP, **spec.env}
+        return [*argv, "--", "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in environment.items())]
+
+    def _bwrap(self, spec: StageSpec, fds: list[int]) -> list[str]:
+        data_fd = os.open(spec.data, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fds.append(data_fd)
+        binds = []
+        for host, inside, writable in spec.extra_binds:
+            fd = os.open(host, os.O_PATH | os.O_NOFOLLOW)
+            fds.append(fd)
+            binds += ["--bind-fd" if writable else "--ro-bind-fd", str(fd), inside]
+        argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns"]
         if spec.network:
             argv.append("--share-net")
         argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
@@ -173,18 +260,6 @@ class SandboxRunner:
         argv += ["--chdir", "/data"]
         for name, value in {"PATH": PATH_INSIDE, "HOME": TMP, **spec.env}.items():
             argv += ["--setenv", name, value]
-        cpu_seconds = math.ceil(limits.seconds * limits.cpus) + 1
-        argv += [
-            "prlimit",
-            f"--as={limits.memory_bytes}",
-            f"--cpu={cpu_seconds}",
-            f"--nproc={limits.processes}",
-            f"--nofile={limits.open_files}",
-            f"--fsize={limits.disk_bytes}",
-            "--core=0",
-            "--",
-            *spec.argv,
-        ]
         return argv
 
     def _kill(self, handle: SandboxHandle, ending: Ending, detail: str = "") -> Outcome:

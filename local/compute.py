@@ -61,9 +61,10 @@ class LocalEngine:
 
 
 def available() -> str | None:
-    """Why the engine cannot run on this machine, or None when it can."""
-    if shutil.which("bwrap") is None:
-        return "bubblewrap is not installed (`apt-get install bubblewrap`)"
+    """Why the engine cannot run on this machine, or None when it can (bubblewrap, else
+    util-linux's unshare, builds its sandboxes)."""
+    if shutil.which("bwrap") is None and shutil.which("unshare") is None:
+        return "neither bubblewrap nor unshare is installed (`apt-get install bubblewrap`)"
     return None
 
 

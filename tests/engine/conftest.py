@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,12 +118,19 @@ def status_history(db: Database) -> Iterator[Callable[[str], list[int]]]:
     db.execute("DROP TRIGGER IF EXISTS record_status ON jobs")
 
 
+@pytest.fixture
+def sandbox_tool() -> str:
+    """What builds the sandboxes: bubblewrap here; the isolation and kill tests also run
+    with util-linux's unshare, the fallback where bubblewrap is not installed."""
+    return "bwrap"
+
+
 class EngineThread:
     """An `Engine` serving in a thread of the test process, closed at the end."""
 
-    def __init__(self, config: EngineConfig, settings: Settings) -> None:
+    def __init__(self, config: EngineConfig, settings: Settings, tool: str) -> None:
         self.db = Database(settings)
-        self.engine = Engine(config, self.db, SandboxRunner())
+        self.engine = Engine(config, self.db, SandboxRunner(tool=tool))
         self.thread = threading.Thread(target=self.engine.run, name="engine")
 
     def __enter__(self) -> Engine:
@@ -136,7 +144,9 @@ class EngineThread:
 
 
 @pytest.fixture
-def run_engine(settings: Settings, dirs: Dirs, db: Database) -> Iterator[Callable[..., Engine]]:
+def run_engine(
+    settings: Settings, dirs: Dirs, db: Database, sandbox_tool: str
+) -> Iterator[Callable[..., Engine]]:
     """Start an engine on this test's folders; `run_engine(maxJobDuration=2, ...)` changes its
     environment, `engine={...}` its engine settings. Every engine started is closed at the end
     of the test."""
@@ -145,7 +155,7 @@ def run_engine(settings: Settings, dirs: Dirs, db: Database) -> Iterator[Callabl
     def run(engine: dict[str, Any] | None = None, **environment: Any) -> Engine:
         raw = engine_yaml(dirs, engine, **environment)
         config = EngineConfig.parse(raw, settings, work_root=dirs.work)
-        thread = EngineThread(config, settings)
+        thread = EngineThread(config, settings, sandbox_tool)
         started.append(thread)
         engine = thread.__enter__()
         wait_for(lambda: db.query("SELECT 1 FROM envs WHERE namespace = :n", n=ENVIRONMENT))
@@ -213,11 +223,16 @@ def wait_finished(db: Database, job_id: str, timeout: float = 60) -> dict[str, A
     return job_row(db, job_id)
 
 
+def published_path(entry: dict[str, Any]) -> Path:
+    """Where an outputsurl entry's file:// URL points."""
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(entry["url"]).path))
+
+
 def log_of(row: dict[str, Any], kind: str) -> str:
     """A published log's text, read from where its outputsurl entry points."""
     for entry in row["outputs"] or []:
         if entry["type"] == kind:
-            return Path(entry["url"].removeprefix("file://")).read_text()
+            return published_path(entry).read_text()
     raise AssertionError(f"no {kind} published")
 
 
@@ -249,11 +264,11 @@ def get_result(result: FlaskClient, job_id: str, index: int) -> Answer:
 
 @contextmanager
 def engine_process(
-    dirs: Dirs, pg_env: dict[str, str], **environment: Any
+    dirs: Dirs, pg_env: dict[str, str], engine: dict[str, Any] | None = None, **environment: Any
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m engine` as its own process, for the tests that kill it."""
     config = dirs.work.parent / f"engine-{time.monotonic_ns()}.yaml"
-    config.write_text(yaml.safe_dump(engine_yaml(dirs, **environment)))
+    config.write_text(yaml.safe_dump(engine_yaml(dirs, engine, **environment)))
     env = {**os.environ, **pg_env, "ENGINE_CONFIG": str(config), "LOG_LEVEL": "INFO"}
     log = (dirs.work.parent / "engine.log").open("ab")
     process = subprocess.Popen(

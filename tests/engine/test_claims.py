@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from common.db import Database
@@ -42,20 +43,22 @@ def test_two_engines_run_fifty_jobs_each_exactly_once(
     assert {row["engine"] for row in rows} == {first.id, second.id}
 
 
+@pytest.mark.parametrize("tool", ["bwrap", "unshare"])
 def test_an_engine_killed_mid_algorithm_is_replaced_and_the_job_ends_without_a_second_run(
     start: FlaskClient,
     db: Database,
     dirs: Dirs,
     pg_env: dict[str, str],
     status_history: Callable[[str], list[int]],
+    tool: str,
 ) -> None:
     token = f"killed-engine-{os.urandom(4).hex()}"
     # The sleeper carries the token on its command line, so the test can look for it.
     sleeper = f'os.execvp("python3", ["python3", "-c", "import time; time.sleep(600)", "{token}"])'
     code = WRITE_THEN_SLEEP.replace("time.sleep(600)", sleeper)
-    job_id = start_job_when_announced(start, db, dirs, pg_env, code, token)
+    job_id = start_job_when_announced(start, db, dirs, pg_env, code, token, tool)
 
-    with engine_process(dirs, pg_env) as restarted:
+    with engine_process(dirs, pg_env, engine={"sandbox": tool}) as restarted:
         row = wait_finished(db, job_id, timeout=60)
         assert restarted.poll() is None
     assert row["status"] == 70 and row["engine"] != "killed"
@@ -67,10 +70,16 @@ def test_an_engine_killed_mid_algorithm_is_replaced_and_the_job_ends_without_a_s
 
 
 def start_job_when_announced(
-    start: FlaskClient, db: Database, dirs: Dirs, pg_env: dict[str, str], code: str, token: str
+    start: FlaskClient,
+    db: Database,
+    dirs: Dirs,
+    pg_env: dict[str, str],
+    code: str,
+    token: str,
+    tool: str,
 ) -> str:
     """Start a job on an engine process, and kill -9 that engine while the algorithm runs."""
-    with engine_process(dirs, pg_env) as first:
+    with engine_process(dirs, pg_env, engine={"sandbox": tool}) as first:
         wait_for(lambda: db.query("SELECT 1 FROM envs"), what="the engine's announcement")
         job_id = start_job(start, algorithm_stage(code))
         wait_for(lambda: job_row(db, job_id)["status"] == 40, what="the algorithm")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -19,6 +18,7 @@ from tests.engine.conftest import (
     algorithm_stage,
     get_result,
     log_of,
+    published_path,
     signed_status,
     start_job,
     wait_finished,
@@ -156,23 +156,19 @@ def test_results_past_their_expiry_are_deleted_and_getresult_says_410(
     code = "import os\nopen(os.environ['OUTPUTS'] + '/o.txt', 'w').write('x')"
     job_id = start_job(start, algorithm_stage(code))
     row = wait_finished(db, job_id)
-    files = [entry["url"].removeprefix("file://") for entry in row["outputs"]]
+    files = [published_path(entry) for entry in row["outputs"]]
     wait_for(lambda: job_expired(db, job_id), what="the sweep")
 
     answer = get_result(result, job_id, 0)
     assert (answer.status_code, answer.json) == (410, {"error": f"results of job {job_id} expired"})
     shown = signed_status(status, job_id)
     assert shown["results"] and all(entry["expired"] for entry in shown["results"])
-    assert not any(_exists(path) for path in files)
+    assert not any(path.exists() for path in files)
 
 
 def job_expired(db: Database, job_id: str) -> bool:
     rows = db.query("SELECT resultsexpired IS NOT NULL FROM jobs WHERE workflowid = :j", j=job_id)
     return bool(rows[0][0])
-
-
-def _exists(path: str) -> bool:
-    return Path(path).exists()
 
 
 def test_a_job_the_engine_fails_on_ends_instead_of_looping(

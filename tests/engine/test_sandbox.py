@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from common.config import Settings
 from common.db import Database
 from engine.engine import Engine
 from tests import storage
-from tests.engine.conftest import Dirs, algorithm_stage, log_of, start_job, wait_finished
+from tests.engine.conftest import (
+    Dirs,
+    algorithm_stage,
+    log_of,
+    published_path,
+    start_job,
+    wait_finished,
+)
 
 SECRET = "sandbox-test-secret-" + os.urandom(6).hex()
+
+
+@pytest.fixture(params=["bwrap", "unshare"])
+def sandbox_tool(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def run_algorithm(
@@ -99,7 +111,7 @@ def test_the_algorithm_sees_no_secret_of_the_service(
         row = run_algorithm(start, db, run_engine, code)
     finally:
         del os.environ["ENGINE_TEST_SECRET"]
-    seen = Path(row["outputs"][0]["url"].removeprefix("file://")).read_text()
+    seen = published_path(row["outputs"][0]).read_text()
     assert SECRET not in seen and "POSTGRES" not in seen and "ENGINE_TEST" not in seen
     assert f"refused {secret_file}" in log_of(row, "algorithmLog")
 

@@ -63,6 +63,11 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
+@pytest.fixture(params=["bwrap", "unshare"])
+def sandbox_tool(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 def stop_job(stop: FlaskClient, job_id: str) -> None:
     answer = stop.put("/api/v1/operator/compute", query_string=PROVIDER.signed(job_id=job_id))
     assert answer.status_code == 200, answer.json

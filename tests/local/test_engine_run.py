@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,6 +45,12 @@ def engine_run() -> Iterator[LocalRun]:
         remove_tree(base)
 
 
+def start_and_wait(run: LocalRun, algorithm: Path, *more: str) -> subprocess.CompletedProcess[str]:
+    """`opctl start --wait` of a Python file, as the README's walk-through types it."""
+    image = ("--image", "python", "--tag", "3.11", "--entrypoint", "python $ALGO")
+    return opctl(run, "start", "--wait", *image, "--algorithm-file", str(algorithm), *more)
+
+
 def test_the_banner_names_the_engine_and_its_environment_is_announced(
     engine_run: LocalRun,
 ) -> None:
@@ -57,21 +64,7 @@ def test_a_real_algorithm_runs_to_70_and_its_output_downloads_with_its_checksum(
 ) -> None:
     (tmp_path / "sum.py").write_text(ALGORITHM)
     with storage.serve({"data.csv": b"name,value\na,40\nb,2\n"}) as server:
-        done = opctl(
-            engine_run,
-            "start",
-            "--wait",
-            "--image",
-            "python",
-            "--tag",
-            "3.11",
-            "--entrypoint",
-            "python $ALGO",
-            "--algorithm-file",
-            str(tmp_path / "sum.py"),
-            "--input",
-            f"{server.url}/data.csv",
-        )
+        done = start_and_wait(engine_run, tmp_path / "sum.py", "--input", f"{server.url}/data.csv")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     job_id = lines[0].split()[1]
@@ -88,17 +81,7 @@ def test_a_real_algorithm_runs_to_70_and_its_output_downloads_with_its_checksum(
 
 def test_wait_exits_4_when_the_algorithm_fails(engine_run: LocalRun, tmp_path: Path) -> None:
     (tmp_path / "fail.py").write_text("raise SystemExit(1)")
-    done = opctl(
-        engine_run,
-        "start",
-        "--wait",
-        "--image",
-        "python",
-        "--entrypoint",
-        "python $ALGO",
-        "--algorithm-file",
-        str(tmp_path / "fail.py"),
-    )
+    done = start_and_wait(engine_run, tmp_path / "fail.py")
     assert done.returncode == 4
     assert "finished without outputs" in done.stderr
 
