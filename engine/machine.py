@@ -170,6 +170,7 @@ class JobRun:
         return 60
 
     def abandoned_algorithm(self) -> int:
+        self.ctx.runner.cleanup(self.job_id)  # a container may outlive the engine that ran it
         self.note(
             Stage.ALGORITHM,
             "the engine running this algorithm was lost; the algorithm is not run twice, "
@@ -200,6 +201,7 @@ class JobRun:
         else:
             self.note(Stage.PUBLISH, "no outputs to publish")
         self.note(Stage.PUBLISH, "job finished")
+        self.ctx.runner.cleanup(self.job_id)
         entries = results.entries(self.job_id, with_outputs=published)
         self.ctx.queue.finish(self.job_id, entries)
         shutil.rmtree(self.data, ignore_errors=True)

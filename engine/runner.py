@@ -100,6 +100,10 @@ class Runner(Protocol[HandleT]):
         """End the stage now, whatever it is doing, and everything it started."""
         ...
 
+    def cleanup(self, job_id: str) -> None:
+        """Remove whatever of the job's stages may still exist (an engine that died left it)."""
+        ...
+
     def describe(self, spec: StageSpec) -> str:
         """One line for the stage's log: how and where this stage runs."""
         ...

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.runner import Ending, Outcome, StageSpec
+from engine.container import Podman
+from engine.runner import Ending, Outcome, Stage, StageSpec
 
 NOBODY = 65534
 QUOTA_CHECK_SECONDS = 0.5
@@ -96,13 +97,17 @@ class SandboxHandle:
     outcome: Outcome | None = None
     next_quota_check: float = 0.0
     fds: list[int] = field(default_factory=list)
+    container: str | None = None  # the algorithm's podman container, when it runs in one
 
 
 class SandboxRunner:
     name = "sandbox"
 
-    def __init__(self, *, tool: str | None = None, python: str | None = None) -> None:
-        """`tool` is "bwrap" or "unshare"; by default bubblewrap when installed."""
+    def __init__(
+        self, *, tool: str | None = None, python: str | None = None, containers: bool = True
+    ) -> None:
+        """`tool` is "bwrap" or "unshare"; by default bubblewrap when installed. With
+        `containers`, an algorithm whose image podman has here runs in that image."""
         self.tool = tool or ("bwrap" if shutil.which("bwrap") else "unshare")
         if shutil.which(self.tool) is None:
             raise SandboxUnavailable(f"{self.tool} is not installed: `apt-get install bubblewrap`")
@@ -110,15 +115,23 @@ class SandboxRunner:
             raise SandboxUnavailable(f"the unshare sandbox builds its root on {MOUNT_POINT}")
         self.python = python or _system_python()
         self.drop_to_nobody = os.geteuid() == 0
+        self.podman = Podman.find() if containers else None
 
     def describe(self, spec: StageSpec) -> str:
+        if self._in_container(spec):
+            network = "with network" if spec.network else "no network"
+            return (
+                f"podman container of image {spec.image} (runc), uid {NOBODY}, {network}, "
+                "read-only root, every capability dropped, /data writable"
+            )
         user = f"uid {NOBODY}" if self.drop_to_nobody else f"uid {os.geteuid()}"
         network = "with network" if spec.network else "no network"
         kind = "bubblewrap" if self.tool == "bwrap" else "unshare"
         line = f"{kind} sandbox, {user}, {network}, read-only system, /data writable"
         if spec.image:
+            why = "podman does not have it here" if self.podman else "no container runtime here"
             line += (
-                f"; image {spec.image} not used: no container runtime here, so the host's "
+                f"; image {spec.image} not used: {why}, so the host's "
                 f"interpreters run the entrypoint ({self.python} as python)"
             )
         return line
@@ -148,7 +161,12 @@ class SandboxRunner:
         )
         log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
         try:
-            argv = self._argv(spec, handle.fds)
+            if self._in_container(spec):
+                assert self.podman is not None
+                argv = self.podman.run_argv(spec)
+                handle.container = self.podman.name(spec)
+            else:
+                argv = self._argv(spec, handle.fds)
             handle.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -262,7 +280,21 @@ class SandboxRunner:
             argv += ["--setenv", name, value]
         return argv
 
+    def cleanup(self, job_id: str) -> None:
+        if self.podman is not None:
+            self.podman.remove_job(job_id)
+
+    def _in_container(self, spec: StageSpec) -> bool:
+        return bool(
+            spec.stage is Stage.ALGORITHM
+            and spec.image
+            and self.podman is not None
+            and self.podman.has_image(spec.image)
+        )
+
     def _kill(self, handle: SandboxHandle, ending: Ending, detail: str = "") -> Outcome:
+        if handle.container is not None and self.podman is not None:
+            self.podman.kill(handle.container)  # the container is not in our process group
         process = handle.process
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):

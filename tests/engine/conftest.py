@@ -4,6 +4,7 @@ test kills it), and read back through the real status and getResult functions.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -57,7 +58,9 @@ class Dirs:
 
 @pytest.fixture
 def dirs(engine_base: Path, request: pytest.FixtureRequest) -> Dirs:
-    folder = engine_base / request.node.name[:60]
+    # Unique per test and parameter, short enough for the sandbox's paths.
+    name = request.node.name
+    folder = engine_base / f"{name[:48]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     made = Dirs(work=folder / "work", results=folder / "results", inputs=folder / "inputs")
     for path in (folder, made.work, made.results, made.inputs):
         path.mkdir(parents=True, exist_ok=True)

@@ -148,7 +148,10 @@ def test_a_stop_while_the_algorithm_runs_ends_it_and_publishes_what_it_wrote(
     job_id = start_job(start, algorithm_stage(WRITE_THEN_SLEEP))
     wait_for(lambda: job_row(db, job_id)["status"] == 40, what="the algorithm")
     running_log = dirs.results / job_id / "logs" / "algorithm.log"
-    wait_for(lambda: "wrote partial" in running_log.read_text(), what="the output")
+    wait_for(
+        lambda: running_log.exists() and "wrote partial" in running_log.read_text(),
+        what="the output",
+    )
     stop_job(stop, job_id)
     row = wait_finished(db, job_id, timeout=10)
     assert (row["status"], row["stopreq"]) == (70, 1)

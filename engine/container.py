@@ -1,0 +1,82 @@
+"""The algorithm in its own container image, through podman with runc, when podman has the
+image on this machine (nothing is pulled: an image is there because its operator put it there).
+
+The container gets what the sandbox gives: the job folder as /data, no network unless the
+environment allows it, a read-only root, every capability dropped, no new privileges, user
+nobody, and the same limits (memory and processes through cgroups, open files, file size and
+CPU time through rlimits). `--timeout` makes the container's own supervisor kill it at the
+deadline, so it cannot outlive it even when the engine is gone; the engine kills it earlier on
+a stop, and removes what is left of a job's containers when it finishes or takes a job over.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+
+from engine.runner import StageSpec
+
+NOBODY = 65534
+TMP_BYTES = 64 * 1024 * 1024
+TMP = "/tmp"  # noqa: S108 - a tmpfs of the container's own
+# runc, not crun: crun cannot set rlimits or cgroups on these hybrid cgroup-v1 hosts.
+GLOBAL = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
+PREFIX = "operator-job-"
+CALL_SECONDS = 60
+
+
+class Podman:
+    def __init__(self, podman: str) -> None:
+        self.podman = podman
+
+    @classmethod
+    def find(cls) -> Podman | None:
+        """Podman, when installed and the engine may run rootful containers (it runs as root)."""
+        found = shutil.which("podman")
+        return cls(found) if found and os.geteuid() == 0 else None
+
+    def has_image(self, image: str) -> bool:
+        return self._call("image", "exists", image).returncode == 0
+
+    def name(self, spec: StageSpec) -> str:
+        return f"{PREFIX}{spec.job_id}-{spec.stage}"
+
+    def run_argv(self, spec: StageSpec) -> list[str]:
+        limits = spec.limits
+        cpu_seconds = math.ceil(limits.seconds * limits.cpus) + 1
+        argv = [self.podman, *GLOBAL, "run", "--rm", "--name", self.name(spec)]
+        argv += ["--network", "slirp4netns" if spec.network else "none"]
+        argv += ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+        argv += ["--user", f"{NOBODY}:{NOBODY}", "--pull", "never", "--log-driver", "none"]
+        argv += ["--timeout", str(math.ceil(limits.seconds))]
+        argv += ["--memory", str(limits.memory_bytes), "--pids-limit", str(limits.processes)]
+        argv += ["--ulimit", f"nofile={limits.open_files}:{limits.open_files}"]
+        argv += ["--ulimit", f"nproc={limits.processes}:{limits.processes}"]
+        argv += ["--ulimit", f"fsize={limits.disk_bytes}:{limits.disk_bytes}"]
+        argv += ["--ulimit", f"cpu={cpu_seconds}:{cpu_seconds}"]
+        argv += ["--tmpfs", f"{TMP}:rw,size={TMP_BYTES},mode=1777"]
+        argv += ["--volume", f"{spec.data}:/data:rw", "--workdir", "/data"]
+        for key, value in {"HOME": TMP, **spec.env}.items():
+            argv += ["--env", f"{key}={value}"]
+        assert spec.image is not None
+        return [*argv, spec.image, *spec.argv]
+
+    def kill(self, name: str) -> None:
+        self._call("rm", "--force", "--time", "0", name)
+
+    def remove_job(self, job_id: str) -> None:
+        """Every container of the job, running or not (an engine that died left them)."""
+        listed = self._call("ps", "--all", "--quiet", "--filter", f"name={PREFIX}{job_id}-")
+        for container in listed.stdout.split():
+            self._call("rm", "--force", "--time", "0", container)
+
+    def _call(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.podman, *GLOBAL, *args],
+            capture_output=True,
+            text=True,
+            timeout=CALL_SECONDS,
+            check=False,
+        )

@@ -1,0 +1,171 @@
+"""The algorithm in its own image through podman (runc), when podman has the image here.
+
+The image is made by the test: a root file system of one static busybox, `podman import`ed
+(no registry is reachable). Everything else is real: podman, runc, the container's limits."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from common.db import Database
+from engine.container import GLOBAL, PREFIX
+from engine.engine import Engine
+from engine.results import remove_tree
+from tests import storage
+from tests.engine.conftest import (
+    algorithm_stage,
+    job_row,
+    log_of,
+    start_job,
+    wait_finished,
+    wait_for,
+)
+from tests.engine.test_stops_and_timeouts import stop_job
+
+IMAGE = "localhost/operator-test-busybox"
+TAG = "1"
+APPLETS = ("sh", "echo", "cat", "ls", "sleep", "id", "readlink", "touch", "wget", "dd", "head")
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *GLOBAL, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[str]:
+    missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
+    busybox = Path("/bin/busybox")
+    if missing or not busybox.exists() or os.geteuid() != 0:
+        why = f"podman tests need root, podman, runc and busybox-static (missing: {missing})"
+        if os.environ.get("REQUIRE_SANDBOX_TIER") == "1":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="busybox-root-"))
+    try:
+        (root / "bin").mkdir()
+        shutil.copy(busybox, root / "bin" / "busybox")
+        for applet in APPLETS:
+            (root / "bin" / applet).symlink_to("busybox")
+        tarball = root.parent / f"{root.name}.tar"
+        subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
+        made = podman("import", str(tarball), f"{IMAGE}:{TAG}")
+        assert made.returncode == 0, made.stderr
+        tarball.unlink()
+    finally:
+        remove_tree(root)
+    yield f"{IMAGE}:{TAG}"
+    podman("rmi", "--force", f"{IMAGE}:{TAG}")
+
+
+def container_stage(entrypoint: str, image: str = IMAGE) -> dict[str, Any]:
+    container = {"image": image, "tag": TAG, "entrypoint": entrypoint}
+    return algorithm_stage("#", container=container)
+
+
+def containers_of(job_id: str) -> list[str]:
+    listed = podman("ps", "--all", "--quiet", "--filter", f"name={PREFIX}{job_id}-")
+    return listed.stdout.split()
+
+
+def test_the_algorithm_runs_in_its_image_read_only_as_nobody(
+    image: str, start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    run_engine()
+    entrypoint = (
+        "readlink /bin/sh; id -u; touch /escaped || echo read-only root; "
+        "python3 -V || echo no python here; echo 42 > $OUTPUTS/answer.txt"
+    )
+    job_id = start_job(start, container_stage(entrypoint))
+    row = wait_finished(db, job_id)
+    text = log_of(row, "algorithmLog")
+    assert f"podman container of image {image}" in text
+    assert "busybox" in text and "65534" in text and "read-only root" in text
+    assert "no python here" in text  # the image's file system, not the host's
+    assert row["outputs"][0]["filename"] == "answer.txt"
+    assert containers_of(job_id) == []
+
+
+def test_the_container_has_no_network(
+    image: str, start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    run_engine()
+    with storage.serve({"x": b"reached"}) as server:
+        entrypoint = f"wget -T 5 -O - {server.url}/x || echo refused"
+        row = wait_finished(db, start_job(start, container_stage(entrypoint)))
+        assert server.seen_headers == []
+    assert "refused" in log_of(row, "algorithmLog")
+
+
+def test_the_deadline_kills_the_container(
+    image: str, start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    run_engine(maxJobDuration=2)
+    job_id = start_job(start, container_stage("echo partial > $OUTPUTS/p.txt; sleep 600"))
+    row = wait_finished(db, job_id, timeout=60)
+    assert (row["status"], row["stopreq"]) == (70, 2)
+    assert "killed at its deadline" in log_of(row, "algorithmLog")
+    assert row["outputs"][0]["filename"] == "p.txt"
+    assert containers_of(job_id) == []
+
+
+def test_a_stop_kills_the_container(
+    image: str,
+    start: FlaskClient,
+    stop: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine()
+    job_id = start_job(start, container_stage("sleep 600"))
+    wait_for(lambda: containers_of(job_id), what="the container")
+    stop_job(stop, job_id)
+    row = wait_finished(db, job_id, timeout=20)
+    assert (row["status"], row["stopreq"]) == (70, 1)
+    assert containers_of(job_id) == []
+
+
+def test_a_container_left_by_a_dead_engine_is_removed_by_the_takeover(
+    image: str,
+    start: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+    env_announced: dict[str, Any],
+) -> None:
+    job_id = start_job(start, algorithm_stage("#"))
+    # What an engine killed mid-algorithm leaves: the job at 40, its lease run out, and its
+    # container still running under podman's own supervisor.
+    name = f"{PREFIX}{job_id}-algorithm"
+    podman("run", "--detach", "--name", name, "--network", "none", "--ulimit", "nofile=64:64",
+           "--ulimit", "nproc=64:64", image, "sleep", "600")  # fmt: skip
+    assert containers_of(job_id)
+    db.execute(
+        """UPDATE jobs SET status = 40, engine = 'dead-engine',
+               leaseuntil = NOW() - interval '1 minute' WHERE workflowid = :j""",
+        j=job_id,
+    )
+    run_engine()
+    row = wait_finished(db, job_id)
+    assert "the engine running this algorithm was lost" in log_of(row, "algorithmLog")
+    assert containers_of(job_id) == []
+
+
+def test_an_image_podman_does_not_have_runs_in_the_sandbox_and_the_log_says_so(
+    image: str, start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    run_engine()
+    job_id = start_job(start, container_stage("echo ran", image="localhost/not-here"))
+    row = wait_finished(db, job_id)
+    text = log_of(row, "algorithmLog")
+    assert "image localhost/not-here:1 not used: podman does not have it here" in text
+    assert "ran" in text and job_row(db, job_id)["status"] == 70
