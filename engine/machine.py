@@ -10,7 +10,7 @@ What a takeover does at each status (an engine died holding the job):
 - 20, 30: configure again from an empty folder (fetching is idempotent).
 - 40: the algorithm is not run again (paid, maybe not idempotent, maybe what killed the
   engine); its partial outputs are dropped, the logs are published, the job ends.
-- 31, 32, 60: publish again from the start.
+- 31, 32, 50, 60: publish again from the start.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ class JobRun:
         status = self.job.status
         if status != 20:
             log.info("job %s taken over at status %s", self.job_id, status)
+        if status == 30:  # configured by an engine that died: maybe on another machine
+            status = 20
         while status != 70:
             status = STEPS[status](self)
 
@@ -297,10 +299,9 @@ STEPS: dict[int, Callable[[JobRun], int]] = {
     31: JobRun.publish,
     32: JobRun.publish,
     40: JobRun.abandoned_algorithm,
+    50: JobRun.publish,  # the original engine's filtering, which ours never stops at
     60: JobRun.publish,
 }
-# A status the original engine writes that ours never stops at, met on a takeover.
-STEPS[50] = JobRun.publish
 
 
 def _has_entries(folder: Path) -> bool:
