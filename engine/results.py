@@ -68,7 +68,15 @@ class ResultsStore:
         if with_outputs:
             for item in _manifest(published / "manifest.json"):
                 path = published / "outputs" / item["filename"]
-                found.append({**item, "url": path.resolve().as_uri(), "type": "output"})
+                found.append(
+                    {
+                        "filename": item["filename"],
+                        "filesize": item["filesize"],
+                        "url": path.resolve().as_uri(),
+                        "type": "output",
+                        "sha256": item["sha256"],
+                    }
+                )
         for stage, kind in LOG_TYPES.items():
             path = self.folder(job_id) / "logs" / f"{stage}.log"
             if path.is_file() and not path.is_symlink():

@@ -137,7 +137,12 @@ def redact(url: str) -> str:
 
     parsed = urllib.parse.urlparse(url)
     host = parsed.hostname or ""
-    return urllib.parse.urlunparse((parsed.scheme, host, parsed.path, "", "", ""))
+    try:
+        port = parsed.port
+    except ValueError:  # a port that is not a number: the fetch fails, the log still shows it
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urllib.parse.urlunparse((parsed.scheme, netloc, parsed.path, "", "", ""))
 
 
 def publish() -> int:

@@ -100,7 +100,7 @@ def test_an_unreachable_algorithm_url_is_32_and_the_job_ends(
         row = wait_finished(db, job_id)
     assert status_history(job_id) == [20, 32, 60, 70]
     text = log_of(row, "configrationLog")
-    assert "algorithm" in text and "404" in text
+    assert f"algorithm {server.url}/nothing.py" in text and "404" in text
     assert "secret" not in text  # signed URLs keep their query out of the log
 
 
