@@ -124,8 +124,9 @@ class Engine:
                 self._start(job, env)
 
     def renew(self) -> None:
-        held = self.queue.renew(list(self.runs))
-        for job_id, run in list(self.runs.items()):
+        running = {job_id: run for job_id, run in self.runs.items() if not run.done.is_set()}
+        held = self.queue.renew(list(running))
+        for job_id, run in running.items():
             if job_id not in held:
                 log.warning("job %s: lease lost, letting go", job_id)
                 run.abandon.set()
@@ -178,7 +179,11 @@ class Engine:
             pass  # the pipe is full: the loop is awake already
 
     def _running(self, env: Environment) -> int:
-        return sum(1 for run in self.runs.values() if run.env.namespace == env.namespace)
+        return sum(
+            1
+            for run in self.runs.values()
+            if run.env.namespace == env.namespace and not run.done.is_set()
+        )
 
     def _reap(self) -> None:
         for job_id, run in list(self.runs.items()):
