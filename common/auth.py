@@ -2,13 +2,15 @@
 
 The signed message format lives in `signed_message` alone. Checks run in the order that keeps a
 forged request from costing anything: signature, then allowlist, and only then the nonce is
-consumed, so a stranger cannot burn the Provider's nonces. Everything fails closed.
+checked (within NONCE_WINDOW of our clock) and consumed (once per signer), so a stranger cannot
+burn the Provider's nonces. Everything fails closed.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 SIGNATURE_MISSING = "`providerSignature` of agreementId is required."
 UNRECOVERABLE = "Failed to recover address"
 PERSONAL_SIGN_PREFIX = b"\x19Ethereum Signed Message:\n32"
+MILLISECOND_DIGITS = 13  # Unix time in ms has 13 digits until the year 2286
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,23 @@ def authenticate_provider(settings: Settings, db: Database, call: SignedCall) ->
         raise Unauthorized(
             f"The signing ethereum account {signer} is not authorized to use this service."
         )
-    if not store.consume_nonce(db, signer, call.nonce.value):
-        raise Unauthorized(f"Nonce {call.nonce.text} was already used or is too old")
+    nonce_ns = nanoseconds(call.nonce)
+    window = settings.nonce_window
+    if abs(nonce_ns - time.time_ns()) > window * 10**9:
+        raise Unauthorized(
+            f"Nonce {call.nonce.text} is not within {window} s of the service's clock "
+            "(a nonce is the caller's time.time_ns())"
+        )
+    if not store.consume_nonce(db, signer, nonce_ns):
+        raise Unauthorized(f"Nonce {call.nonce.text} was already used")
     return signer
+
+
+def nanoseconds(nonce: Nonce) -> int:
+    """The nonce as Unix time in nanoseconds: the Provider's time_ns(); a value of 13 digits
+    or fewer before any fraction is milliseconds (Date.now() of JavaScript clients)."""
+    whole = len(nonce.text.split(".")[0].lstrip("0") or "0")
+    return int(nonce.value * 10**6) if whole <= MILLISECOND_DIGITS else int(nonce.value)
 
 
 def authenticate_admin(settings: Settings, header: str | None) -> None:

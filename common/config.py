@@ -44,6 +44,7 @@ class Settings:
     cluster: ClusterMode = "off"
     kubeconfig: Path | None = None
     max_request_bytes: int = 4 * 1024 * 1024
+    nonce_window: int = 300  # seconds either side of the service's clock
     log_cfg: Path | None = None
     log_level: str = "INFO"
 
@@ -96,6 +97,7 @@ class Settings:
             cluster=cluster,
             kubeconfig=kubeconfig,
             max_request_bytes=read("MAX_REQUEST_BYTES", _positive, 4 * 1024 * 1024),
+            nonce_window=read("NONCE_WINDOW", _positive, 300),
             log_cfg=read("LOG_CFG", _file, None),
             log_level=read("LOG_LEVEL", _log_level, "INFO"),
         )

@@ -1,7 +1,8 @@
 """The per-process bundle: settings, database and cluster, built once on the first request.
 
 Nothing is built at import. `current()` builds the runtime from the environment the first time
-it is asked, under a lock; tests and the local runner `install()` their own instead.
+it is asked, under a lock, and starts the thread that prunes old nonces; tests and the local
+runner `install()` their own instead.
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
+from common import store
 from common.cluster import Cluster, build_cluster
 from common.config import Settings, configure_logging
 from common.db import Database
+from common.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+PRUNE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,26 @@ def current() -> Runtime:
                 for warning in settings.warnings():
                     log.warning("%s", warning)
                 _current = Runtime.build(settings)
+                if settings.signature_required:
+                    threading.Thread(
+                        target=_prune_nonces, args=(_current,), name="nonce-pruner", daemon=True
+                    ).start()
     return _current
+
+
+def _prune_nonces(rt: Runtime) -> None:
+    """Nonces older than the window can never be accepted again: delete them every minute,
+    off the request path. The cutoff is two windows back, for instances whose clocks lag."""
+    while True:
+        time.sleep(PRUNE_SECONDS)
+        cutoff = time.time_ns() - 2 * rt.settings.nonce_window * 10**9
+        try:
+            deleted = store.prune_nonces(rt.db, cutoff)
+        except ServiceError as exc:
+            log.warning("pruning nonces failed: %s", exc.message)
+            continue
+        if deleted:
+            log.debug("pruned %d nonces", deleted)
 
 
 def install(runtime: Runtime | None) -> None:

@@ -131,39 +131,18 @@ CREATE TRIGGER jobs_stop_notify AFTER UPDATE OF stopreq ON jobs
     FOR EACH ROW WHEN (NEW.stopreq = 1 AND OLD.stopreq IS DISTINCT FROM 1)
     EXECUTE FUNCTION notify_jobs();
 
--- Replay protection (contract section 2). Each signer has a high-water mark; a nonce is accepted
--- once, and only while it is above the mark minus a window, so parallel Provider workers may
--- arrive slightly out of order while the store keeps only the nonces inside the window.
-CREATE TABLE IF NOT EXISTS nonce_marks (
-    signer varchar(42) PRIMARY KEY,
-    high numeric NOT NULL
-);
-CREATE TABLE IF NOT EXISTS nonces (
+-- Replay protection (contract section 2): a nonce is the caller's time.time_ns(), accepted only
+-- within NONCE_WINDOW of the service's clock (checked before the insert), and only once per
+-- signer: the primary key decides that atomically, with no row every call of one signer
+-- contends on. Rows older than the window can never match again and are pruned in batches,
+-- off the request path. The original service's `nonces (provider, nonce)` table, where an
+-- upgraded database has one, is left as it was: nothing reads it.
+CREATE TABLE IF NOT EXISTS provider_nonces (
     signer varchar(42) NOT NULL,
-    nonce numeric NOT NULL,
+    nonce bigint NOT NULL,
     PRIMARY KEY (signer, nonce)
 );
-
-CREATE OR REPLACE FUNCTION consume_nonce(p_signer varchar(42), p_nonce numeric, p_window numeric)
-  RETURNS boolean
-  LANGUAGE plpgsql
-AS $function$
-DECLARE
-    mark numeric;
-BEGIN
-    -- The upsert locks the signer's row until commit, so one signer's nonces are decided one
-    -- at a time, and each statement below sees the committed work of the ones before.
-    INSERT INTO nonce_marks AS m (signer, high) VALUES (p_signer, p_nonce)
-        ON CONFLICT (signer) DO UPDATE SET high = greatest(m.high, EXCLUDED.high)
-        RETURNING m.high INTO mark;
-    IF p_nonce <= mark - p_window THEN
-        RETURN false;
-    END IF;
-    INSERT INTO nonces (signer, nonce) VALUES (p_signer, p_nonce) ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    DELETE FROM nonces WHERE signer = p_signer AND nonce <= mark - p_window;
-    RETURN true;
-END
-$function$;
+CREATE INDEX IF NOT EXISTS provider_nonces_age ON provider_nonces (nonce);
+-- What this service used before the window (a per-signer high-water mark).
+DROP FUNCTION IF EXISTS consume_nonce(varchar, numeric, numeric);
+DROP TABLE IF EXISTS nonce_marks;

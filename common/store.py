@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
 from importlib import resources
 from typing import Any
 
 from common.db import Database, Row, Transaction, UniqueViolation
 from common.errors import BadRequest
 
-# Nonces are time.time_ns() values: accept ones up to 60 s older than the newest seen, for
-# Provider workers that sign in parallel and arrive out of order.
-NONCE_WINDOW = Decimal(60 * 10**9)
 AGREEMENT_IN_USE = "`agreementId` already in use for other job."
 
 STATUS_COLUMNS = """agreementid, workflowid, owner, status, statustext,
@@ -58,15 +54,33 @@ def apply_schema(db: Database) -> None:
         tx.run(sql)
 
 
-def consume_nonce(db: Database, signer: str, nonce: Decimal) -> bool:
-    """True exactly once per (signer, nonce), atomically, even under concurrent requests."""
+def consume_nonce(db: Database, signer: str, nonce_ns: int) -> bool:
+    """True exactly once per (signer, nonce), atomically, even under concurrent requests.
+    The caller has checked that the nonce lies within the window."""
     rows = db.execute(
-        "SELECT consume_nonce(:signer, CAST(:nonce AS numeric), CAST(:window AS numeric))",
+        """INSERT INTO provider_nonces (signer, nonce) VALUES (:signer, :nonce)
+           ON CONFLICT DO NOTHING RETURNING 1""",
         signer=signer.lower(),
-        nonce=str(nonce),
-        window=str(NONCE_WINDOW),
+        nonce=nonce_ns,
     )
-    return bool(rows[0][0])
+    return bool(rows)
+
+
+def prune_nonces(db: Database, older_than_ns: int, *, batch: int = 1000) -> int:
+    """Delete nonces older than the cutoff, `batch` rows a statement so that no statement
+    holds many locks or runs long; the number deleted."""
+    deleted = 0
+    while True:
+        rows = db.execute(
+            """DELETE FROM provider_nonces WHERE ctid IN (
+                   SELECT ctid FROM provider_nonces WHERE nonce < :cutoff LIMIT :batch)
+               RETURNING 1""",
+            cutoff=older_than_ns,
+            batch=batch,
+        )
+        deleted += len(rows)
+        if len(rows) < batch:
+            return deleted
 
 
 def environment(db: Database, namespace: str) -> dict[str, Any] | None:

@@ -81,6 +81,7 @@ def test_one_error_names_every_bad_variable() -> None:
                 "CLUSTER": "maybe",
                 "LOG_LEVEL": "LOUD",
                 "DEFAULT_NAMESPACE": "Not_A_Name",
+                "NONCE_WINDOW": "0",
             }
         )
     message = str(error.value)
@@ -94,6 +95,7 @@ def test_one_error_names_every_bad_variable() -> None:
         "CLUSTER",
         "LOG_LEVEL",
         "DEFAULT_NAMESPACE",
+        "NONCE_WINDOW",
     ):
         assert f"{name}:" in message
     assert "secret-value" not in message

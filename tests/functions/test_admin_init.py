@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from common.config import Settings
 from common.db import Database
 from tests.conftest import ADMIN_SECRET
+from tests.provider import PROVIDER, start_body
 
 URL = "/api/v1/operator/pgsqlinit"
 
@@ -56,6 +57,7 @@ $function$;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS did varchar(255);
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS chainid varchar(255);
 CREATE INDEX IF NOT EXISTS indx_owner_jobs ON jobs(owner);
+CREATE TABLE IF NOT EXISTS nonces (provider varchar NOT NULL, nonce varchar);
 """
 WORKFLOW = json.dumps(
     {"spec": {"metadata": {"stages": [{"algorithm": {"id": "did:a"}, "input": [{"id": "did:i"}]}]}}}
@@ -92,7 +94,7 @@ def test_creates_the_schema_on_an_empty_database(
         {"status": "database schema is up to date"},
     )
     db = Database(settings)
-    assert tables(db) == {"jobs", "envs", "nonces", "nonce_marks"}
+    assert tables(db) == {"jobs", "envs", "provider_nonces"}
     db.close()
 
 
@@ -125,7 +127,7 @@ def test_upgrades_the_original_database_keeping_its_rows(
         "job-old"
     ]
     assert [r[0] for r in db.query("SELECT * FROM announce('ocean-compute', '{}')")] == ["job-old"]
-    assert tables(db) >= {"nonces", "nonce_marks"}
+    assert tables(db) >= {"provider_nonces", "nonces"}  # the original's nonces stay, unread
     # The rule the original lacked now holds for its data too.
     with pytest.raises(Exception, match="jobs_one_unfinished_per_agreement"):
         db.execute("INSERT INTO jobs (agreementid, workflowid) VALUES ('a-old', 'job-new')")
@@ -148,8 +150,25 @@ def test_refuses_to_upgrade_a_database_that_breaks_the_one_job_rule(
         "finish all but one, then run /pgsqlinit again"
     }
     assert db.query("SELECT count(*) FROM jobs") == [[2]]
-    assert "nonces" not in tables(db)  # the whole upgrade rolled back
+    assert "provider_nonces" not in tables(db)  # the whole upgrade rolled back
     db.close()
+
+
+def test_signed_calls_work_on_an_upgraded_original_database(
+    admin_init: FlaskClient, settings: Settings, start: FlaskClient, status: FlaskClient
+) -> None:
+    """The original's `nonces (provider, nonce)` table stays as it was; ours is another."""
+    db = Database(settings)
+    db.execute(ORIGINAL_DDL)
+    db.execute("SELECT * FROM announce('ocean-compute', '{}', 0)")
+    db.close()
+    assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
+
+    started = start.post("/api/v1/operator/compute", json=start_body("after-upgrade"))
+    assert started.status_code == 200, started.json
+    job_id = started.json[0]["jobId"]
+    shown = status.get("/api/v1/operator/compute", query_string=PROVIDER.signed(job_id=job_id))
+    assert (shown.status_code, shown.json[0]["jobId"]) == (200, job_id)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ WRONG_ADMIN = "marker-wrong-admin-5e61"
 def test_no_secret_or_signature_in_logs_or_responses(
     pg_env: dict[str, str], schema_db: Database, tmp_path: Path
 ) -> None:
-    schema_db.execute("TRUNCATE jobs, envs, nonces, nonce_marks")
+    schema_db.execute("TRUNCATE jobs, envs, provider_nonces")
     # The embedded server trusts local connections and ignores a password; a server named by
     # POSTGRES_* needs its own, and then that one is what must not leak.
     secrets = {
