@@ -20,7 +20,9 @@ from common.store import JobFilter
 
 Data = Mapping[str, Any]
 MAX_TEXT = 255  # the varchar(255) columns of the engine's schema
-NONCE_PATTERN = re.compile(r"\d{1,40}(\.\d{1,20})?")
+# [0-9], not \d: \d also matches fullwidth, Arabic and other digits, which int() accepts.
+NONCE_PATTERN = re.compile(r"[0-9]{1,40}(\.[0-9]{1,20})?")
+INTEGER_PATTERN = re.compile(r"-?[0-9]{1,18}")
 COMPONENTS = ("configure", "algorithm", "filter", "publish")
 # A jobId names a Kubernetes object and labels its pods: a DNS label, as uuid4().hex always is.
 JOB_ID_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -66,7 +68,7 @@ def integer(data: Data, name: str) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value):
+    if isinstance(value, str) and INTEGER_PATTERN.fullmatch(value):
         return int(value)
     raise BadRequest(f"Invalid {name}: expected an integer")
 

@@ -77,8 +77,9 @@ def _local_file(settings: Settings, request: Request, path: Path) -> Response:
     if root is None or not resolved.is_relative_to(root) or not resolved.is_file():
         log.warning("refused a file:// result outside RESULTS_ROOT or missing")
         raise NotFound("Result file not found")
-    # werkzeug answers Range and conditional requests itself and streams in blocks.
-    return send_file(resolved, conditional=True)
+    # werkzeug answers Range and conditional requests itself and streams in blocks. The type
+    # is the API document's: a result is a download, whatever its name suggests.
+    return send_file(resolved, mimetype="application/octet-stream", conditional=True)
 
 
 def _remote_file(settings: Settings, request: Request, url: str) -> Response:

@@ -74,7 +74,8 @@ def prepare(env: MutableMapping[str, str], data: Path, *, control_plane: str = "
     if not env.get("ALLOWED_ADMINS"):
         secret = _kept(data / "admin-secret", lambda: secrets.token_urlsafe(24))
         env["ALLOWED_ADMINS"] = json.dumps([secret])
-        notes.append(f"admin secret (header 'Admin'): {secret}  (kept in {data / 'admin-secret'})")
+        # Where it is kept, never the secret: a banner ends up in logs and screenshots.
+        notes.append(f"admin secret (header 'Admin'): kept in {data / 'admin-secret'}")
     if not env.get("ALLOWED_PROVIDERS") and env.get("SIGNATURE_REQUIRED", "1") == "1":
         key = _kept(data / "provider.key", lambda: "0x" + secrets.token_hex(32))
         address = provider_address(key)

@@ -129,6 +129,7 @@ def test_file_urls_are_served_from_inside_the_results_root(
 ) -> None:
     whole = fetch(result, job_id, 1)
     assert (whole.status_code, whole.data) == (200, b"0123456789")
+    assert whole.content_type == "application/octet-stream"  # as the API document says
     part = fetch(result, job_id, 1, headers={"Range": "bytes=2-4"})
     assert (part.status_code, part.data) == (206, b"234")
 

@@ -87,6 +87,11 @@ for bad in (
     {"chainId": "1e9"},
     {"chainId": 1.5},
     {"chainId": "x"},
+    # Digits that are not ASCII: int() would take them, the contract does not.
+    {"nonce": "\uff11\uff17\uff10\uff10"},  # fullwidth
+    {"nonce": "\u0661\u0667\u0660\u0660"},  # Arabic-Indic
+    {"chainId": "\uff11"},
+    {"chainId": "\u0661\u0663\u0667"},
     {"providerSignature": 12},
     {"providerSignature": ""},
     {"workflow": "not json"},
@@ -127,6 +132,8 @@ for method, fn in (("GET", "status"), ("PUT", "stop"), ("DELETE", "stop")):
         query_string={"owner": INJECTION, "nonce": "1", "providerSignature": "0x" + "1" * 130},
     )
 for query in (
+    {"index": "\uff10"},
+    {"index": "\u0660"},
     {"index": "1e9"},
     {"index": "[1]"},
     {"index": ""},

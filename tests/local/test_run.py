@@ -144,7 +144,10 @@ def launch(
 def test_it_prints_where_it_listens_and_what_it_uses(local_run: LocalRun) -> None:
     assert f"listening on {local_run.url}/" in local_run.output
     assert "database: embedded PostgreSQL" in local_run.output
-    assert f"admin secret (header 'Admin'): {local_run.admin}" in local_run.output
+    assert f"admin secret (header 'Admin'): kept in {local_run.data / 'admin-secret'}" in (
+        local_run.output
+    )
+    assert local_run.admin not in local_run.output  # the banner never shows the secret
     assert f"provider allowlist: {local_run.provider.address}" in local_run.output
     status, about, _ = local_run.call("GET", "/")
     assert (status, about["cluster"], about["signatureRequired"]) == (200, "off", True)
