@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Request, Runtime], Response]
 Entry = Callable[[Request], Response]
 JSON_TYPES = ("application/json",)
+# Far deeper than any real payload (a workflow is about ten levels), far shallower than what
+# could exhaust a stack.
+MAX_JSON_DEPTH = 64
+# What the nesting scan looks at: an escape (two bytes, so an escaped quote is skipped whole),
+# a quote, or a bracket.
+JSON_STRUCTURE = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)
 
 
 def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
@@ -90,6 +97,8 @@ def request_data(request: Request, settings: Settings) -> dict[str, Any]:
         return {}
     if request.mimetype not in JSON_TYPES and not request.mimetype.endswith("+json"):
         raise BadRequest("The request body must be JSON (Content-Type: application/json)")
+    if nesting_exceeds(body, MAX_JSON_DEPTH):
+        raise BadRequest(f"The request body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(body)
     except ValueError:  # also undecodable bytes
@@ -97,6 +106,28 @@ def request_data(request: Request, settings: Settings) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object")
     return data
+
+
+def nesting_exceeds(body: bytes, limit: int) -> bool:
+    """Whether the JSON text opens more than `limit` arrays or objects inside each other,
+    found without parsing it: a parser recursing that deep can overflow the C stack and kill
+    the whole process. Stops at the first level too deep."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth, in_string = 0, False
+    for token in JSON_STRUCTURE.finditer(body):
+        mark = token.group()
+        if mark == b'"':
+            in_string = not in_string
+        elif in_string:
+            continue  # brackets and escapes inside a string
+        elif mark in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif mark in (b"]", b"}"):
+            depth -= 1
+    return False
 
 
 def json_response(body: Any, status: int = 200) -> Response:

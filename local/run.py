@@ -113,9 +113,14 @@ def start_cluster(env: MutableMapping[str, str], data: Path, wanted: str) -> str
 
 
 def provider_address(key: str) -> str:
-    from eth_account import Account
+    """The key's Ethereum address, through libsecp256k1 directly: eth-account would raise the
+    interpreter's recursion limit for the server this process forks (py_ecc sets 100,000)."""
+    from coincurve import PrivateKey
+    from eth_hash.auto import keccak
+    from eth_utils.address import to_checksum_address
 
-    return str(Account.from_key(key).address)
+    public = PrivateKey(bytes.fromhex(key.removeprefix("0x"))).public_key
+    return str(to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:]))
 
 
 def initialise(settings: Settings) -> None:
