@@ -86,10 +86,10 @@ def docs_asset(name: str) -> Response:
     if name == "operator-init.js":
         script = resources.files("common").joinpath("docs.js").read_text()
         return Response(script, mimetype="text/javascript")
-    folder = _swagger_ui()
-    path = (folder / name).resolve()
-    if "/" in name or not path.is_relative_to(folder) or not path.is_file():
-        raise NotFound(f"No such file: {name}")
+    # Only the files the bundle ships, by name: no path is built from what the caller sent.
+    path = _swagger_assets().get(name)
+    if path is None:
+        raise NotFound("No such file")
     mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return Response(
         path.read_bytes(), mimetype=mimetype, headers={"Cache-Control": "public, max-age=86400"}
@@ -97,10 +97,11 @@ def docs_asset(name: str) -> Response:
 
 
 @functools.cache
-def _swagger_ui() -> Path:
+def _swagger_assets() -> dict[str, Path]:
     from swagger_ui_bundle import swagger_ui_path
 
-    return Path(str(swagger_ui_path)).resolve()
+    folder = Path(str(swagger_ui_path)).resolve()
+    return {path.name: path for path in folder.iterdir() if path.is_file()}
 
 
 def _json(body: Any) -> Response:

@@ -20,6 +20,8 @@ from common.store import JobFilter
 
 Data = Mapping[str, Any]
 MAX_TEXT = 255  # the varchar(255) columns of the engine's schema
+# Control characters (NUL included) and lone UTF-16 surrogates: never part of an id or address.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # [0-9], not \d: \d also matches fullwidth, Arabic and other digits, which int() accepts.
 NONCE_PATTERN = re.compile(r"[0-9]{1,40}(\.[0-9]{1,20})?")
 INTEGER_PATTERN = re.compile(r"-?[0-9]{1,18}")
@@ -48,6 +50,9 @@ def text(data: Data, name: str, *, required: bool = True) -> str | None:
         raise BadRequest(f'"{name}" must be a string')
     if len(value) > MAX_TEXT:
         raise BadRequest(f'"{name}" is too long (at most {MAX_TEXT} characters)')
+    if UNPRINTABLE.search(value):
+        # NUL cannot be stored in PostgreSQL text, a lone surrogate cannot be encoded at all.
+        raise BadRequest(f'"{name}" must be printable text (no control characters)')
     return value
 
 

@@ -180,6 +180,33 @@ add(
 add("status", "GET", API + "/environments", query_string={"chainId": INJECTION})
 
 
+# Text that is not printable: NUL (PostgreSQL cannot store it) and lone UTF-16 surrogates
+# (nothing can encode them), in every text field of every route that takes one. Surrogates
+# travel in JSON bodies only: a query string cannot carry them as UTF-8.
+NUL = "ab\x00cd"
+SURROGATE = "ab\ud800cd"
+for field in ("owner", "agreementId", "environment", "providerSignature"):
+    add("start", "POST", API + "/compute", body={field: NUL})
+    add("start", "POST", API + "/compute", body={field: SURROGATE})
+for method, fn in (("GET", "status"), ("PUT", "stop"), ("DELETE", "stop")):
+    for field in ("owner", "jobId", "agreementId"):
+        add(fn, method, API + "/compute", query={field: NUL})
+        add(fn, method, API + "/compute", json={field: SURROGATE, "owner": OWNER, "nonce": 1})
+for field in ("owner", "jobId"):
+    add("result", "GET", API + "/getResult", query={"index": "0", field: NUL})
+for path, query in (("/info", {"jobId": NUL}), ("/logs", {"jobId": NUL, "component": "algorithm"})):
+    add(
+        "list" if path == "/info" else "result",
+        "GET",
+        API + path,
+        headers=ADMIN,
+        query_string=query,
+    )
+# The Swagger UI's asset names: a NUL, and a name longer than any file name may be.
+add("status", "GET", "/api/v1/docs/%00")
+add("status", "GET", "/api/v1/docs/" + "a" * 300)
+
+
 def snapshot(db: Database) -> Any:
     return (
         db.query("SELECT workflowid, status, stopreq, removed FROM jobs ORDER BY workflowid"),
