@@ -50,7 +50,13 @@ class PayloadTooLarge(ServiceError):
 
 
 class RangeNotSatisfiable(ServiceError):
+    """`size`, when known, goes out as `Content-Range: bytes */size` (RFC 9110 15.5.17)."""
+
     status = 416
+
+    def __init__(self, message: str, *, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 class Unavailable(ServiceError):

@@ -25,6 +25,7 @@ from common.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RangeNotSatisfiable,
     ServiceError,
     Unavailable,
 )
@@ -138,6 +139,8 @@ def error_response(exc: ServiceError) -> Response:
     response = json_response({"error": exc.message}, status=exc.status)
     if isinstance(exc, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(exc.allowed)
+    if isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
+        response.headers["Content-Range"] = f"bytes */{exc.size}"
     return response
 
 

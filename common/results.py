@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlparse
 
 import urllib3
 from flask import Request, Response, send_file
+from werkzeug.datastructures import Range
+from werkzeug.http import parse_range_header
 
 from common.config import Settings
 from common.errors import NotFound, RangeNotSatisfiable, Unavailable
@@ -71,12 +73,30 @@ def attachment_name(filename: Any, url_path: str) -> str:
     return safe or "result"
 
 
+def honoured_range(request: Request) -> Range | None:
+    """The one byte range the caller asked for, or None to send the whole file: no Range, or
+    one RFC 9110 lets a server ignore (malformed, another unit, several ranges, which would
+    need a multipart answer)."""
+    raw = request.headers.get("Range")
+    parsed = parse_range_header(raw) if raw else None
+    if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+        return None
+    return parsed
+
+
 def _local_file(settings: Settings, request: Request, path: Path) -> Response:
     root = settings.results_root
     resolved = path.resolve()
     if root is None or not resolved.is_relative_to(root) or not resolved.is_file():
         log.warning("refused a file:// result outside RESULTS_ROOT or missing")
         raise NotFound("Result file not found")
+    wanted = honoured_range(request)
+    if wanted is None:
+        request.environ.pop("HTTP_RANGE", None)  # ignored, as RFC 9110 allows: the whole file
+    else:
+        size = resolved.stat().st_size
+        if wanted.range_for_length(size) is None:
+            raise RangeNotSatisfiable("Requested range not satisfiable", size=size)
     # werkzeug answers Range and conditional requests itself and streams in blocks. The type
     # is the API document's: a result is a download, whatever its name suggests.
     return send_file(resolved, mimetype="application/octet-stream", conditional=True)
@@ -84,7 +104,7 @@ def _local_file(settings: Settings, request: Request, path: Path) -> Response:
 
 def _remote_file(settings: Settings, request: Request, url: str) -> Response:
     headers = {}
-    if request.headers.get("Range"):
+    if honoured_range(request) is not None:
         headers["Range"] = request.headers["Range"]
     if settings.ipfs_api_key:
         headers["X-API-KEY"] = settings.ipfs_api_key
@@ -108,7 +128,10 @@ def _remote_file(settings: Settings, request: Request, url: str) -> Response:
         if upstream.status == 404:
             raise NotFound("Result file not found in storage")
         if upstream.status == 416:
-            raise RangeNotSatisfiable("Requested range not satisfiable")
+            total = upstream.headers.get("Content-Range", "").rpartition("/")[2]
+            raise RangeNotSatisfiable(
+                "Requested range not satisfiable", size=int(total) if total.isdecimal() else None
+            )
         log.warning("result storage answered %s", upstream.status)
         raise Unavailable("Result storage unavailable")
     response = Response(_chunks(upstream), status=upstream.status, direct_passthrough=True)

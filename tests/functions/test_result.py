@@ -134,6 +134,42 @@ def test_file_urls_are_served_from_inside_the_results_root(
     assert (part.status_code, part.data) == (206, b"234")
 
 
+@pytest.mark.parametrize(
+    ("wanted", "status", "body", "content_range"),
+    [
+        ("bytes=5-100", 206, b"56789", "bytes 5-9/10"),
+        ("bytes=-3", 206, b"789", "bytes 7-9/10"),
+        ("bytes=20-30", 416, b"", "bytes */10"),  # beyond the file
+        ("bytes=4-2", 200, b"0123456789", None),  # malformed: ignored, as RFC 9110 allows
+        ("bytes=abc", 200, b"0123456789", None),
+        ("items=0-1", 200, b"0123456789", None),  # another unit
+        ("bytes=0-1,3-4", 200, b"0123456789", None),  # several ranges: the whole file instead
+    ],
+)
+def test_ranges_on_file_results_are_answered_as_rfc_9110_says(
+    result: FlaskClient,
+    job_id: str,
+    wanted: str,
+    status: int,
+    body: bytes,
+    content_range: str | None,
+) -> None:
+    answer = fetch(result, job_id, 1, headers={"Range": wanted})
+    assert (answer.status_code, answer.headers.get("Content-Range")) == (status, content_range)
+    if status == 416:
+        assert answer.json == {"error": "Requested range not satisfiable"}
+    else:
+        assert answer.data == body
+
+
+def test_ranges_remote_storage_cannot_answer_alone_are_not_forwarded(
+    result: FlaskClient, job_id: str, store_server: storage.Storage
+) -> None:
+    answer = fetch(result, job_id, 0, headers={"Range": "bytes=0-1,3-4"})
+    assert (answer.status_code, answer.data) == (200, CONTENT)
+    assert "Range" not in store_server.seen_headers[-1]
+
+
 def test_file_urls_cannot_escape_the_results_root(result: FlaskClient, job_id: str) -> None:
     response = fetch(result, job_id, 2)
     assert (response.status_code, response.json) == (404, {"error": "Result file not found"})
