@@ -154,15 +154,42 @@ def test_refuses_to_upgrade_a_database_that_breaks_the_one_job_rule(
     db.close()
 
 
+# The original's first releases: the jobs table alone, without the columns the engine added
+# later (laststatusupdate, workflow, provider, did, chainid), no envs, no announce(), no nonces.
+EARLY_DDL = """
+CREATE TABLE jobs (
+    agreementId varchar(255) NOT NULL, workflowId varchar(255) NOT NULL, owner varchar(255),
+    status int, statusText varchar(255),
+    dateCreated timestamp without time zone DEFAULT NOW(),
+    dateFinished timestamp without time zone DEFAULT NULL,
+    configlogURL text, publishlogURL text, algologURL text, outputsURL text, ddo text,
+    namespace varchar(255), stopreq smallint DEFAULT 0, removed smallint DEFAULT 0
+);
+CREATE UNIQUE INDEX uniq_agreementId_workflowId ON jobs (agreementId, workflowId);
+"""
+
+
+@pytest.mark.parametrize("original", [EARLY_DDL, ORIGINAL_DDL], ids=["early", "latest"])
 def test_signed_calls_work_on_an_upgraded_original_database(
-    admin_init: FlaskClient, settings: Settings, start: FlaskClient, status: FlaskClient
+    admin_init: FlaskClient,
+    settings: Settings,
+    start: FlaskClient,
+    status: FlaskClient,
+    original: str,
 ) -> None:
-    """The original's `nonces (provider, nonce)` table stays as it was; ours is another."""
+    """Every original schema upgrades in place; the latest one's `nonces (provider, nonce)`
+    table stays as it was, since ours is another."""
     db = Database(settings)
-    db.execute(ORIGINAL_DDL)
-    db.execute("SELECT * FROM announce('ocean-compute', '{}', 0)")
+    db.execute(original)
+    db.execute(
+        "INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, namespace) "
+        "VALUES ('kept', 'job-kept', '0xowner', 1, 'Warming up', 'ocean-compute')"
+    )
     db.close()
     assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
+    db.execute("SELECT * FROM announce('ocean-compute', '{}', 0)")
+    assert db.query("SELECT workflowid FROM jobs") == [["job-kept"]]
+    db.close()
 
     started = start.post("/api/v1/operator/compute", json=start_body("after-upgrade"))
     assert started.status_code == 200, started.json
