@@ -41,7 +41,17 @@ class Dispatcher:
         self._apps = apps
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        route = routes.find(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/"))
+        path = environ.get("PATH_INFO", "/")
+        route = routes.find(environ["REQUEST_METHOD"], path)
+        if route is None and not path.isprintable():
+            # No function's routing can match a path with CR, LF or other control characters;
+            # Flask would answer its HTML page.
+            body = json.dumps({"error": "No such route"}).encode()
+            start_response(
+                "404 Not Found",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
         return self._apps[route.function if route else "status"](environ, start_response)
 
 
@@ -176,6 +186,8 @@ def serve(app: WSGIApp, *, host: str, port: int, threads: int) -> None:
                 "timeout": 0,
                 "loglevel": "warning",
                 "limit_request_line": 0,
+                # gunicorn's own errors (bad request line, huge headers) as JSON too.
+                "worker_class": "local.worker.JsonErrorWorker",
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -209,3 +211,33 @@ def test_admin_routes_take_the_printed_secret(local_run: LocalRun) -> None:
     )
     assert status == 200 and isinstance(running, list)
     assert local_run.call("GET", "/api/v1/operator/runningjobs", headers={"Admin": "x"})[0] == 401
+
+
+def raw_exchange(run: LocalRun, request: bytes) -> tuple[int, str, Any]:
+    """Send bytes no HTTP client would, and read the status, content type and JSON body."""
+    host, port = run.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"Content-Length: (\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                break
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    content_type = re.search(rb"Content-Type: ([^\r\n]+)", head)
+    return status, content_type.group(1).decode() if content_type else "", json.loads(body)
+
+
+def test_errors_the_http_server_answers_itself_are_json_too(local_run: LocalRun) -> None:
+    many_headers = b"".join(b"X-H%d: v\r\n" % i for i in range(200))
+    for request, status in (
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + many_headers + b"\r\n", 431),
+        (b"GET /api/v1/operator/compute%0d%0aX HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    ):
+        code, content_type, body = raw_exchange(local_run, request)
+        assert (code, content_type) == (status, "application/json"), request[:40]
+        assert isinstance(body["error"], str) and body["error"]
