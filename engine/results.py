@@ -115,9 +115,11 @@ def _manifest(path: Path) -> list[dict[str, Any]]:
         name = item.get("filename") if isinstance(item, dict) else None
         if not isinstance(name, str) or name.startswith("/") or ".." in Path(name).parts:
             continue
-        valid.append(
-            {"filename": name, "filesize": int(item["filesize"]), "sha256": str(item["sha256"])}
-        )
+        try:
+            size, digest = int(item["filesize"]), str(item["sha256"])
+        except (KeyError, TypeError, ValueError):
+            continue  # a stage cut short can leave an entry half written
+        valid.append({"filename": name, "filesize": size, "sha256": digest})
     return valid
 
 
