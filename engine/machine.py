@@ -15,10 +15,10 @@ What a takeover does at each status (an engine died holding the job):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +84,7 @@ class JobRun:
         if status != 20:
             log.info("job %s taken over at status %s", self.job_id, status)
         if status == 30:  # configured by an engine that died: maybe on another machine
+            self.ctx.queue.set_status(self.job_id, 20)
             status = 20
         while status != 70:
             status = STEPS[status](self)
@@ -91,7 +92,6 @@ class JobRun:
     # The steps, one per stored status; each returns the status it persisted.
 
     def configure(self) -> int:
-        self.ctx.queue.set_status(self.job_id, 20)
         if self.stop_requested.is_set():
             return self.to_publish(Stage.CONFIGURE, "stop requested before configuring")
         remove_tree(self.data)
@@ -182,8 +182,12 @@ class JobRun:
         self.ctx.queue.set_status(self.job_id, 60)
         return 60
 
-    def publish(self) -> int:
+    def start_publishing(self) -> int:
+        """After a failed configure (31, 32), or the original engine's filtering (50)."""
         self.ctx.queue.set_status(self.job_id, 60)
+        return 60
+
+    def publish(self) -> int:
         results = self.ctx.results
         staging = results.staging(self.job_id)
         published = self.with_outputs and _has_entries(self.data / "outputs")
@@ -206,7 +210,7 @@ class JobRun:
         self.ctx.runner.cleanup(self.job_id)
         entries = results.entries(self.job_id, with_outputs=published)
         self.ctx.queue.finish(self.job_id, entries)
-        shutil.rmtree(self.data, ignore_errors=True)
+        remove_tree(self.data)
         log.info("job %s finished with %d published file(s)", self.job_id, len(entries))
         return 70
 
@@ -296,10 +300,10 @@ class JobRun:
 STEPS: dict[int, Callable[[JobRun], int]] = {
     20: JobRun.configure,
     30: JobRun.algorithm,
-    31: JobRun.publish,
-    32: JobRun.publish,
+    31: JobRun.start_publishing,
+    32: JobRun.start_publishing,
     40: JobRun.abandoned_algorithm,
-    50: JobRun.publish,  # the original engine's filtering, which ours never stops at
+    50: JobRun.start_publishing,  # the original engine's filtering, which ours never stops at
     60: JobRun.publish,
 }
 
@@ -321,5 +325,9 @@ def _entrypoint(stage: dict[str, Any]) -> str:
 
 
 def _stage_program(name: str) -> tuple[str, ...]:
-    source = resources.files("engine").joinpath("stage.py").read_text()
-    return ("python3", "-I", "-c", source, name)
+    return ("python3", "-I", "-c", _stage_source(), name)
+
+
+@functools.cache
+def _stage_source() -> str:
+    return resources.files("engine").joinpath("stage.py").read_text()

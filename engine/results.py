@@ -57,7 +57,7 @@ class ResultsStore:
     def staging(self, job_id: str) -> Path:
         """An empty folder for the publish stage to copy outputs into."""
         published = self.folder(job_id) / "published"
-        shutil.rmtree(published, ignore_errors=True)
+        remove_tree(published)
         published.mkdir(parents=True)
         return published
 
