@@ -116,6 +116,9 @@ class SandboxRunner:
         self.python = python or _system_python()
         self.drop_to_nobody = os.geteuid() == 0
         self.podman = Podman.find() if containers else None
+        # Whether a stage runs in its image, decided once per stage (a subprocess of podman's):
+        # `describe` asks first, `start` takes that answer, so the log and the run agree.
+        self._in_image: dict[tuple[str, Stage], bool] = {}
 
     def describe(self, spec: StageSpec) -> str:
         if self._in_container(spec):
@@ -147,7 +150,8 @@ class SandboxRunner:
         if not self.drop_to_nobody:
             return
         for folder in folders:
-            for parent in (folder.resolve(), *folder.resolve().parents):
+            resolved = folder.resolve()
+            for parent in (resolved, *resolved.parents):
                 if parent.exists() and not parent.stat().st_mode & 0o001:
                     raise SandboxUnavailable(
                         f"{parent} is not searchable by uid {NOBODY}, so sandboxes cannot "
@@ -161,7 +165,7 @@ class SandboxRunner:
         )
         log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
         try:
-            if self._in_container(spec):
+            if self._in_container(spec, last=True):
                 assert self.podman is not None
                 argv = self.podman.run_argv(spec)
                 handle.container = self.podman.name(spec)
@@ -284,13 +288,16 @@ class SandboxRunner:
         if self.podman is not None:
             self.podman.remove_job(job_id)
 
-    def _in_container(self, spec: StageSpec) -> bool:
-        return bool(
-            spec.stage is Stage.ALGORITHM
-            and spec.image
-            and self.podman is not None
-            and self.podman.has_image(spec.image)
-        )
+    def _in_container(self, spec: StageSpec, *, last: bool = False) -> bool:
+        key = (spec.job_id, spec.stage)
+        if key not in self._in_image:
+            self._in_image[key] = bool(
+                spec.stage is Stage.ALGORITHM
+                and spec.image
+                and self.podman is not None
+                and self.podman.has_image(spec.image)
+            )
+        return self._in_image.pop(key) if last else self._in_image[key]
 
     def _kill(self, handle: SandboxHandle, ending: Ending, detail: str = "") -> Outcome:
         if handle.container is not None and self.podman is not None:
