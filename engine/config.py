@@ -89,12 +89,6 @@ class EngineConfig:
     def namespaces(self) -> list[str]:
         return [env.namespace for env in self.environments]
 
-    def environment(self, namespace: str) -> Environment:
-        for env in self.environments:
-            if env.namespace == namespace:
-                return env
-        raise KeyError(namespace)
-
     @classmethod
     def load(cls, path: Path, settings: Settings, *, work_root: Path) -> EngineConfig:
         try:

@@ -84,8 +84,6 @@ HandleT = TypeVar("HandleT")
 
 
 class Runner(Protocol[HandleT]):
-    name: str
-
     def provide(self, folder: Path) -> None:
         """Make a folder of the engine's writable by the stages this runner runs."""
         ...

@@ -101,8 +101,6 @@ class SandboxHandle:
 
 
 class SandboxRunner:
-    name = "sandbox"
-
     def __init__(
         self, *, tool: str | None = None, python: str | None = None, containers: bool = True
     ) -> None:

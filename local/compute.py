@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from common import store
 from common.config import Settings
 from common.db import Database
+from engine.sandbox import SandboxRunner, SandboxUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_WAIT_SECONDS = 30
@@ -61,10 +61,12 @@ class LocalEngine:
 
 
 def available() -> str | None:
-    """Why the engine cannot run on this machine, or None when it can (bubblewrap, else
-    util-linux's unshare, builds its sandboxes)."""
-    if shutil.which("bwrap") is None and shutil.which("unshare") is None:
-        return "neither bubblewrap nor unshare is installed (`apt-get install bubblewrap`)"
+    """Why the engine cannot run on this machine, or None when it can: the engine's own
+    checks (bubblewrap or unshare, a system Python for the stages)."""
+    try:
+        SandboxRunner()
+    except SandboxUnavailable as exc:
+        return str(exc)
     return None
 
 

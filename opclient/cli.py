@@ -247,7 +247,7 @@ def _published_sha256(client: Client, args: argparse.Namespace) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def save(download: Download, target: Path, digest: Any = None) -> int:
+def save(download: Download, target: Path, digest: hashlib._Hash) -> int:
     """Write the body to `target` as it arrives (hashing it into `digest`), with a progress
     bar on a terminal."""
     written = 0
@@ -255,8 +255,7 @@ def save(download: Download, target: Path, digest: Any = None) -> int:
     with download.body, target.open("wb") as out:
         for chunk in download.chunks():
             out.write(chunk)
-            if digest is not None:
-                digest.update(chunk)
+            digest.update(chunk)
             written += len(chunk)
             if show and download.size:
                 done = written * 30 // download.size
