@@ -45,6 +45,12 @@ class Gone(ServiceError):
     status = 410
 
 
+class RequestTimeout(ServiceError):
+    """The client stopped sending its body, or left, before the end of it."""
+
+    status = 408
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
 

@@ -8,6 +8,7 @@ its status, anything else as a generic 500 whose log line names the bug but show
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -26,6 +27,7 @@ from common.errors import (
     NotFound,
     PayloadTooLarge,
     RangeNotSatisfiable,
+    RequestTimeout,
     ServiceError,
     Unavailable,
 )
@@ -80,6 +82,12 @@ def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
                 request.path,
             )
             return json_response({"error": "Internal server error"}, status=500)
+        finally:
+            # functions-framework reads whatever body is left after every answer (its
+            # `read_request`), into memory and without a limit: a refused gigabyte would be read
+            # all the same. What this function did not read is left to the HTTP server, which
+            # drains a little of it or closes the connection.
+            request.stream = io.BytesIO()  # werkzeug's cached property, settable by design
 
     entry.__name__ = entry.__qualname__ = name
     return entry
@@ -91,7 +99,10 @@ def request_data(request: Request, settings: Settings) -> dict[str, Any]:
         return {key: request.args[key] for key in request.args}
     if request.content_length is not None and request.content_length > settings.max_request_bytes:
         raise _too_large(settings)
-    body = request.stream.read(settings.max_request_bytes + 1)
+    try:
+        body = request.stream.read(settings.max_request_bytes + 1)
+    except OSError:  # the server's read timed out, or the client left
+        raise RequestTimeout("The request body stopped before its end") from None
     if len(body) > settings.max_request_bytes:
         raise _too_large(settings)
     if not body.strip():

@@ -186,8 +186,9 @@ def serve(app: WSGIApp, *, host: str, port: int, threads: int) -> None:
                 "timeout": 0,
                 "loglevel": "warning",
                 "limit_request_line": 0,
-                # gunicorn's own errors (bad request line, huge headers) as JSON too.
-                "worker_class": "local.worker.JsonErrorWorker",
+                # Slow clients read by the event loop, not by threads; gunicorn's own errors
+                # (bad request line, huge headers) as JSON too.
+                "worker_class": "local.worker.ServiceWorker",
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
