@@ -19,6 +19,11 @@ from typing import Literal, TypeVar
 from common.errors import ConfigError
 
 ClusterMode = Literal["off", "in-cluster", "kubeconfig"]
+# libpq's names and meanings, over TCP (a Unix socket never uses TLS): `prefer` encrypts when the
+# server offers it, `require` always, and `verify-full` also checks the certificate against
+# POSTGRES_SSLROOTCERT (or the system's CAs) and the host name against POSTGRES_HOST.
+SslMode = Literal["disable", "prefer", "require", "verify-full"]
+SSL_MODES: tuple[SslMode, ...] = ("disable", "prefer", "require", "verify-full")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 T = TypeVar("T")
 NO_SECRETS: tuple[str, ...] = ()
@@ -31,6 +36,8 @@ class Settings:
     postgres_db: str = "postgres"
     postgres_user: str = "postgres"
     postgres_password: str = field(default="", repr=False)
+    postgres_sslmode: SslMode = "prefer"
+    postgres_sslrootcert: Path | None = None
     signature_required: bool = True
     allowed_providers: frozenset[str] = frozenset()
     allowed_admins: tuple[str, ...] = field(default=(), repr=False)
@@ -84,6 +91,8 @@ class Settings:
             postgres_user=env.get("POSTGRES_USER") or "postgres",
             # Empty is valid: trust and peer authentication need no password.
             postgres_password=env.get("POSTGRES_PASSWORD", ""),
+            postgres_sslmode=read("POSTGRES_SSLMODE", _ssl_mode, "prefer"),
+            postgres_sslrootcert=read("POSTGRES_SSLROOTCERT", _file, None),
             signature_required=signature_required,
             allowed_providers=providers,
             allowed_admins=read("ALLOWED_ADMINS", _secret_list, NO_SECRETS),
@@ -196,6 +205,12 @@ def _file(raw: str) -> Path:
     if not path.is_file():
         raise ValueError(f"{raw!r} is not a file")
     return path
+
+
+def _ssl_mode(raw: str) -> SslMode:
+    if raw not in SSL_MODES:
+        raise ValueError(f"{raw!r} is not one of {', '.join(SSL_MODES)}")
+    return raw
 
 
 def _log_level(raw: str) -> str:

@@ -12,6 +12,7 @@ import logging
 import os
 import select
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +73,8 @@ class Database:
         self._local = threading.local()
         self._sessions: set[Session] = set()  # every thread's, so that close() reaches them all
         self._sessions_lock = threading.Lock()
+        # TLS over a Unix socket buys nothing, and libpq ignores sslmode there too.
+        self._tls = False if self._is_socket_dir() else tls_context(settings)
 
     def query(self, sql: str, **params: Any) -> list[Row]:
         """One statement in its own transaction. Reads are retried once on a fresh connection,
@@ -146,8 +149,8 @@ class Database:
                 password=s.postgres_password or None,
                 database=s.postgres_db,
                 sock=sock,
-                # TLS over a Unix socket buys nothing; over TCP, pg8000 negotiates it if offered.
-                ssl_context=False if self._is_socket_dir() else None,
+                host=s.postgres_host,  # the name a verified certificate must carry
+                ssl_context=self._tls,
                 application_name="operator-service",
                 startup_params={"TimeZone": "UTC", "statement_timeout": str(STATEMENT_TIMEOUT_MS)},
             )
@@ -284,3 +287,17 @@ class Transaction:
 def _describe(exc: pg.DatabaseError) -> str:
     fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
     return f"{fields.get('C', '?')} {fields.get('M', exc)}"
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | bool | None:
+    """pg8000's `ssl_context` for POSTGRES_SSLMODE: False is plain text, None tries TLS and
+    falls back to plain text, True is TLS unverified, a context is TLS as the context says."""
+    mode = settings.postgres_sslmode
+    if mode == "disable":
+        return False
+    if mode == "prefer":
+        return None
+    if mode == "require":
+        return True
+    cafile = settings.postgres_sslrootcert
+    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
