@@ -154,8 +154,21 @@ def test_refuses_to_upgrade_a_database_that_breaks_the_one_job_rule(
     db.close()
 
 
-# The original's first releases: the jobs table alone, without the columns the engine added
-# later (laststatusupdate, workflow, provider, did, chainid), no envs, no announce(), no nonces.
+# The original's releases, oldest first, as far as their DDL can be found (its public
+# repository's history; the Python service kept its /pgsqlinit in routes.py, later in
+# admin_routes.py). The very first jobs table lacked namespace, stopreq and removed: the routes.py
+# release adds them "for upgrade purposes".
+FIRST_DDL = """
+CREATE TABLE jobs (
+    agreementId varchar(255) NOT NULL, workflowId varchar(255) NOT NULL, owner varchar(255),
+    status int, statusText varchar(255),
+    dateCreated timestamp without time zone DEFAULT NOW(),
+    dateFinished timestamp without time zone DEFAULT NULL,
+    configlogURL text, publishlogURL text, algologURL text, outputsURL text, ddo text
+);
+"""
+# routes.py: the jobs table alone, without the columns the engine added later
+# (laststatusupdate, workflow, provider, did, chainid), no envs, no announce(), no nonces.
 EARLY_DDL = """
 CREATE TABLE jobs (
     agreementId varchar(255) NOT NULL, workflowId varchar(255) NOT NULL, owner varchar(255),
@@ -167,9 +180,50 @@ CREATE TABLE jobs (
 );
 CREATE UNIQUE INDEX uniq_agreementId_workflowId ON jobs (agreementId, workflowId);
 """
+# admin_routes.py before the nonce check: envs, announce(), did and chainid, no nonces table.
+BEFORE_NONCES_DDL = ORIGINAL_DDL.replace(
+    "CREATE TABLE IF NOT EXISTS nonces (provider varchar NOT NULL, nonce varchar);", ""
+)
+# Ocean's TypeScript rewrite (operator-service-js): primary keys instead of unique indexes, two
+# placeholder environments whose status is not JSON, chainId without did, its own function.
+JS_DDL = """
+CREATE TABLE IF NOT EXISTS jobs (
+    agreementId varchar(255) NOT NULL, workflowId varchar(255) NOT NULL, owner varchar(255),
+    status int, statusText varchar(255),
+    laststatusupdate timestamp without time zone default NOW(),
+    dateCreated timestamp without time zone default NOW(),
+    dateFinished timestamp without time zone default NULL,
+    configlogURL text, publishlogURL text, algologURL text, outputsURL text, ddo text,
+    namespace varchar(255), stopreq smallint default 0, removed smallint default 0,
+    workflow text, provider varchar(255),
+    PRIMARY KEY (agreementId, workflowId)
+);
+CREATE TABLE IF NOT EXISTS envs (
+    namespace varchar(255) NOT NULL PRIMARY KEY, status text,
+    lastping timestamp without time zone default NOW()
+);
+INSERT INTO envs (namespace, status) VALUES ('env1', 'active'), ('env2', 'inactive');
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS chainId varchar(255);
+CREATE INDEX IF NOT EXISTS idx_owner_jobs ON jobs(owner);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_job_unique_composite ON jobs(agreementId, workflowId, namespace);
+CREATE INDEX IF NOT EXISTS idx_envs_status ON envs(status);
+CREATE OR REPLACE FUNCTION announce_job_completion(
+    agreement_id varchar(255), workflow_id varchar(255), status int) RETURNS void AS $$
+BEGIN
+    UPDATE jobs SET status = $3 WHERE agreement_id = $1 AND workflow_id = $2;
+END;
+$$ LANGUAGE plpgsql;
+"""
+ORIGINALS = {
+    "first": FIRST_DDL,
+    "routes": EARLY_DDL,
+    "before-nonces": BEFORE_NONCES_DDL,
+    "latest": ORIGINAL_DDL,
+    "typescript": JS_DDL,
+}
 
 
-@pytest.mark.parametrize("original", [EARLY_DDL, ORIGINAL_DDL], ids=["early", "latest"])
+@pytest.mark.parametrize("original", ORIGINALS.values(), ids=ORIGINALS.keys())
 def test_signed_calls_work_on_an_upgraded_original_database(
     admin_init: FlaskClient,
     settings: Settings,
@@ -177,13 +231,13 @@ def test_signed_calls_work_on_an_upgraded_original_database(
     status: FlaskClient,
     original: str,
 ) -> None:
-    """Every original schema upgrades in place; the latest one's `nonces (provider, nonce)`
-    table stays as it was, since ours is another."""
+    """Every original schema upgrades in place, keeping its rows; the latest one's
+    `nonces (provider, nonce)` table stays as it was, since ours is another."""
     db = Database(settings)
     db.execute(original)
-    db.execute(
-        "INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, namespace) "
-        "VALUES ('kept', 'job-kept', '0xowner', 1, 'Warming up', 'ocean-compute')"
+    db.execute(  # the columns every release had
+        "INSERT INTO jobs (agreementid, workflowid, owner, status, statustext) "
+        "VALUES ('kept', 'job-kept', '0xowner', 70, 'Job finished')"
     )
     db.close()
     assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
@@ -196,6 +250,9 @@ def test_signed_calls_work_on_an_upgraded_original_database(
     job_id = started.json[0]["jobId"]
     shown = status.get("/api/v1/operator/compute", query_string=PROVIDER.signed(job_id=job_id))
     assert (shown.status_code, shown.json[0]["jobId"]) == (200, job_id)
+    listed = status.get("/api/v1/operator/environments")
+    assert listed.status_code == 200
+    assert "ocean-compute" in [env["id"] for env in listed.json]
 
 
 @pytest.mark.parametrize(
