@@ -135,14 +135,13 @@ def serves_chain(env: dict[str, Any], chain_id: int | None) -> bool:
 
 def engine_stage(stage: dict[str, Any]) -> dict[str, Any]:
     """Stage 0 as received, with what the engine dereferences made present: `algorithm.id`
-    (empty for raw code) and an `id` on every input."""
+    (empty for raw code, or when sent as null) and an `id` on every input."""
     for position, item in enumerate(stage["input"]):
         if not item.get("id") or not isinstance(item["id"], str):
             raise BadRequest(f"Missing id in input {position} of stage 0")
-    if not isinstance(stage["algorithm"].get("id", ""), str):
-        raise BadRequest("`algorithm.id` of stage 0 must be a string")
     stage = copy.deepcopy(stage)
-    stage["algorithm"].setdefault("id", "")
+    if stage["algorithm"].get("id") is None:  # its type is checked with the payload
+        stage["algorithm"]["id"] = ""
     return stage
 
 

@@ -149,7 +149,44 @@ class StartRequest:
             raise BadRequest("`input` of stage 0 must be a list of JSON objects")
         if len(inputs) > MAX_INPUTS:
             raise BadRequest(f"At most {MAX_INPUTS} inputs are allowed in stage 0")
+        _check_stage_types(stage)
         return stage
+
+
+def _check_stage_types(stage: dict[str, Any]) -> None:
+    """The types the document gives stage 0's parts: what the engine reads must be what it
+    expects, or the start is a 400 that stores nothing. Text the Provider may leave out can be
+    null."""
+    for attr in ("compute", "output"):
+        if not isinstance(stage[attr], dict):
+            raise BadRequest(f"`{attr}` of stage 0 must be a JSON object")
+    _integer_if_present(stage, "index", "stage 0")
+    algorithm = stage["algorithm"]
+    _text_or_null(algorithm, ("id", "url", "rawcode"), "algorithm")
+    container = algorithm.get("container")
+    if container is not None:
+        if not isinstance(container, dict):
+            raise BadRequest("`algorithm.container` of stage 0 must be a JSON object")
+        _text_or_null(container, ("image", "tag", "entrypoint", "checksum"), "algorithm.container")
+    for position, item in enumerate(stage["input"]):
+        where = f"input {position} of stage 0"
+        urls = item.get("url")
+        if urls is not None and not (
+            isinstance(urls, list) and all(isinstance(url, str) for url in urls)
+        ):
+            raise BadRequest(f"`url` of {where} must be a list of strings")
+        _integer_if_present(item, "index", where)
+
+
+def _text_or_null(part: dict[str, Any], names: tuple[str, ...], where: str) -> None:
+    for name in names:
+        if part.get(name) is not None and not isinstance(part[name], str):
+            raise BadRequest(f"`{where}.{name}` of stage 0 must be a string")
+
+
+def _integer_if_present(part: dict[str, Any], name: str, where: str) -> None:
+    if name in part and type(part[name]) is not int:  # JSON true is not an index
+        raise BadRequest(f"`{name}` of {where} must be an integer")
 
 
 @dataclass(frozen=True)

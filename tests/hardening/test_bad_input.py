@@ -103,6 +103,15 @@ for bad in (
     {"workflow": {"stages": [stage(algorithm="x")]}},
     {"workflow": {"stages": [stage(algorithm={"id": 7})]}},
     {"workflow": {"stages": [stage(input={"id": "x"})]}},
+    # Each part of stage 0 the engine reads, of another type than the document gives it.
+    {"workflow": {"stages": [stage(output=5)]}},
+    {"workflow": {"stages": [stage(compute=[])]}},
+    {"workflow": {"stages": [stage(index=True)]}},
+    {"workflow": {"stages": [stage(algorithm={"id": "", "url": 5})]}},
+    {"workflow": {"stages": [stage(algorithm={"id": "", "container": "python"})]}},
+    {"workflow": {"stages": [stage(algorithm={"id": "", "container": {"entrypoint": []}})]}},
+    {"workflow": {"stages": [stage(input=[{"id": "did:x", "url": "https://a.example"}])]}},
+    {"workflow": {"stages": [stage(input=[{"id": "did:x", "index": "0"}])]}},
     {"workflow": {"stages": [stage(input=[{"id": f"did:{i}"} for i in range(10_000)])]}},
 ):
     add("start", "POST", API + "/compute", body=bad)
