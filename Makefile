@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test testbin deploy manifests sandbox
+.PHONY: run test testbin deploy manifests sandbox bump
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ testbin: $(STAMP)
 # The manifests of deploy/knative that come from the route table.
 manifests: $(STAMP)
 	$(PY) deploy/knative/generate.py
+
+# A new version everywhere it shows (tools/bump.py): make bump PART=major|minor|patch
+bump: $(STAMP)
+	$(PY) tools/bump.py $(PART)
 
 # Apply everything to the current kube context (README: Deploying).
 deploy:

@@ -6,5 +6,8 @@ window.onload = function () {
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     layout: "StandaloneLayout",
+    // Off: otherwise, on any host but localhost, the page loads a badge from the validator's
+    // site; the page loads nothing from outside the service.
+    validatorUrl: null,
   });
 };

@@ -32,6 +32,8 @@ def serve(route: routes.Route, request: Request, runtime: Callable[[], Runtime])
         return _json(health(runtime()))
     if route.path == "/spec":
         return Response(spec_json(), mimetype="application/json")
+    if request.path == routes.DOCS_UNSLASHED:  # the page's relative asset links need the slash
+        return Response(status=308, headers={"Location": routes.DOCS})
     return docs_asset(request.path.removeprefix(routes.DOCS))
 
 

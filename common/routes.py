@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 PREFIX = "/api/v1/operator"
 DOCS = "/api/v1/docs/"
+DOCS_UNSLASHED = DOCS.rstrip("/")  # redirected to DOCS, as a reader types it
 FUNCTIONS = ("start", "stop", "status", "list", "result", "admin_init")
 
 
@@ -45,7 +46,7 @@ ROUTES: tuple[Route, ...] = (
 def find(method: str, path: str) -> Route | None:
     """The route for a request; the Swagger UI's assets live under its path."""
     method = "GET" if method == "HEAD" else method
-    if path.startswith(DOCS):
+    if path.startswith(DOCS) or path == DOCS_UNSLASHED:
         path = DOCS
     for route in ROUTES:
         if route.method == method and route.path == path:
@@ -54,7 +55,7 @@ def find(method: str, path: str) -> Route | None:
 
 
 def methods_at(path: str) -> list[str]:
-    path = DOCS if path.startswith(DOCS) else path
+    path = DOCS if path.startswith(DOCS) or path == DOCS_UNSLASHED else path
     return [route.method for route in ROUTES if route.path == path]
 
 

@@ -9,6 +9,7 @@ local error (bad key file, bad arguments); 3 the service is unavailable or unrea
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import hashlib
 import json
@@ -17,8 +18,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from opclient.client import Client, Download, ServiceError, Unreachable
 from opclient.signing import Signer
@@ -32,6 +37,10 @@ STATUS_COLUMNS = ("jobId", "status", "statusText", "agreementId", "owner", "date
 
 class UsageError(Exception):
     pass
+
+
+class Refused(Exception):
+    """The service answered, but not with what was asked for (a job that does not exist)."""
 
 
 class JobFailed(Exception):
@@ -49,13 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unreachable as error:
         print(f"opctl: {error}", file=sys.stderr)
         return UNAVAILABLE
+    except Refused as error:
+        print(f"opctl: {error}", file=sys.stderr)
+        return REFUSED
     except JobFailed as error:
         print(f"opctl: {error}", file=sys.stderr)
         return JOB_FAILED
     except (UsageError, ValueError, OSError) as error:
         print(f"opctl: {error}", file=sys.stderr)
         return USAGE
-    if shown is not None:
+    if isinstance(shown, Yaml):
+        print(json.dumps(shown.value, indent=2) if args.json else shown.text(), end="")
+    elif shown is not None:
         print(json.dumps(shown, indent=2) if args.json else table(shown))
     return OK
 
@@ -79,13 +93,19 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("OPCTL_ADMIN"),
         help="the admin secret (default $OPCTL_ADMIN or .data/admin-secret)",
     )
+    top.add_argument("--version", action="version", version=f"opctl {_version()}")
+    # --json before or after the command: the command's copy leaves the value alone when absent.
     top.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
+    )
     commands = top.add_subparsers(required=True, metavar="command")
 
     def command(
         name: str, run: Callable[[Client, argparse.Namespace], Any], text: str
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = commands.add_parser(name, help=text, description=text, parents=[as_json])
         sub.set_defaults(run=run)
         return sub
 
@@ -135,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
     command("init", lambda c, a: c.init(), "create or upgrade the database schema (admin)")
     command("list", lambda c, a: c.workflows(), "WorkFlow names in Kubernetes (admin)")
     command("running", lambda c, a: c.running(), "unfinished jobs (admin)")
-    info = command("info", lambda c, a: c.info(a.job_id), "one WorkFlow object (admin)")
+    info = command("info", run_info, "one WorkFlow object, as YAML (admin)")
     info.add_argument("job_id")
     logs = command("logs", run_logs, "a stage's pod log (admin)")
     logs.add_argument("job_id")
@@ -204,11 +224,35 @@ def _job_filter(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_status(client: Client, args: argparse.Namespace) -> Any:
-    return client.status(**_job_filter(args))
+    return _found(client.status(**_job_filter(args)), args)
 
 
 def run_stop(client: Client, args: argparse.Namespace) -> Any:
-    return client.stop(**_job_filter(args))
+    return _found(client.stop(**_job_filter(args)), args)
+
+
+def _found(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A named job the service does not show this owner does not exist, as far as it can tell."""
+    if args.job_id and not jobs:
+        raise Refused(f"no such job: {args.job_id} (for this owner)")
+    return jobs
+
+
+@dataclass(frozen=True)
+class Yaml:
+    """An object shown as kubectl shows one: YAML, without the server's bookkeeping."""
+
+    value: Any
+
+    def text(self) -> str:
+        shown = copy.deepcopy(self.value)
+        if isinstance(shown, dict) and isinstance(shown.get("metadata"), dict):
+            shown["metadata"].pop("managedFields", None)
+        return str(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True))
+
+
+def run_info(client: Client, args: argparse.Namespace) -> Yaml:
+    return Yaml(client.info(args.job_id))
 
 
 def run_delete(client: Client, args: argparse.Namespace) -> Any:
@@ -289,12 +333,19 @@ def table(shown: Any) -> str:
 
 
 def _cell(column: str, value: Any) -> str:
-    if column == "dateCreated" and value:
+    if column in ("dateCreated", "lastSeen") and value:
         moment = datetime.datetime.fromtimestamp(float(value), datetime.UTC)
         return moment.strftime("%Y-%m-%d %H:%M:%S")
     if column == "results":
         return str(len(value)) if isinstance(value, list) else "0"
     return "" if value is None else str(value)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("operator-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _signer(args: argparse.Namespace) -> Signer | None:

@@ -154,7 +154,11 @@ class Client:
 
     def _signed(self, owner: str | None, job_id: str | None = None) -> dict[str, Any]:
         if self.signer is None:
-            raise ValueError("a Provider key is needed to sign this call")
+            raise ValueError(
+                "a Provider key is needed to sign this call: give --key-file, or set "
+                "$OPCTL_KEY_FILE (or $OPCTL_PROVIDER_KEY to the key itself); `make run` keeps "
+                "one in .data/provider.key"
+            )
         return self.signer.signed(owner or self.signer.address, job_id)
 
     def _json(

@@ -12,6 +12,7 @@ the Service's cluster-local name, which is how Knative's ingress picks the revis
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ sys.path.insert(0, str(HERE.parent.parent))
 from common import routes  # noqa: E402 - after the path that makes it importable
 
 NAMESPACE = "ocean-operator"
-IMAGE = "ghcr.io/operator-service/operator-service:0.1.0"
+# Tagged with the project's version, the one in pyproject.toml (`make bump` changes it).
+VERSION = tomllib.loads((HERE.parent.parent / "pyproject.toml").read_text())["project"]["version"]
+IMAGE = f"ghcr.io/operator-service/operator-service:{VERSION}"
 GATEWAY = {
     "group": "gateway.networking.k8s.io",
     "kind": "Gateway",

@@ -3,6 +3,8 @@ clear errors for routes that do not exist or belong to another function."""
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import pytest
 from flask.testing import FlaskClient
 
@@ -30,12 +32,17 @@ def test_every_function_answers_the_shared_routes(rt: object, name: str) -> None
     client = function_client(name)
     assert client.get("/").json["software"] == "Operator service"
     spec = client.get("/spec").json
-    assert spec["openapi"].startswith("3.") and spec["info"]["version"] == "0.1.0"
+    assert spec["openapi"].startswith("3.")
+    assert spec["info"]["version"] == metadata.version("operator-service")  # pyproject's
+    unslashed = client.get("/api/v1/docs")
+    assert (unslashed.status_code, unslashed.headers["Location"]) == (308, "/api/v1/docs/")
     page = client.get("/api/v1/docs/")
     assert page.status_code == 200 and b"swagger-ui-bundle.js" in page.data
     assert b"http" not in page.data.replace(b"http-equiv", b"")  # no CDN, no remote asset
     assert client.get("/api/v1/docs/swagger-ui-bundle.js").status_code == 200
     assert client.get("/api/v1/docs/operator-init.js").status_code == 200
+    script = client.get("/api/v1/docs/operator-init.js").data
+    assert b"validatorUrl: null" in script  # no badge from the validator's site
 
 
 def test_health_reaches_the_database(status: FlaskClient) -> None:

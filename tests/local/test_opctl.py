@@ -3,14 +3,17 @@ holds the local run's .data, so the Provider key and admin secret are found by d
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from opclient.cli import Yaml
 from tests import storage
 from tests.local.test_run import LocalRun
 
@@ -117,10 +120,37 @@ def test_wrong_owner_and_unknown_job_are_refused(local_run: LocalRun, job_id: st
         1,
         f"opctl: Owner {other} mismatch for job {job_id} (HTTP 404)",
     )
-    assert opctl(local_run, "status", "f" * 32).stdout.strip() == "(none)"
+    for command in ("status", "stop"):
+        done = opctl(local_run, command, "f" * 32)
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr.strip() == f"opctl: no such job: {'f' * 32} (for this owner)"
     done = opctl(local_run, "result", "f" * 32, "0")
     assert done.returncode == 1
     assert "mismatch for job ffffffff" in done.stderr
+
+
+def test_json_goes_before_or_after_the_command_and_times_read_as_times(
+    local_run: LocalRun, job_id: str
+) -> None:
+    after = opctl(local_run, "status", job_id, "--json")
+    assert after.returncode == 0 and json.loads(after.stdout)[0]["jobId"] == job_id
+    [env] = json.loads(opctl(local_run, "environments", "--json").stdout)
+    table = opctl(local_run, "environments").stdout
+    seen = datetime.datetime.fromtimestamp(float(env["lastSeen"]), datetime.UTC)
+    assert seen.strftime("%Y-%m-%d %H:%M:%S") in table and env["lastSeen"] not in table
+    version = opctl(local_run, "--version")
+    assert version.stdout.strip() == f"opctl {metadata.version('operator-service')}"
+
+
+def test_info_is_yaml_without_managed_fields() -> None:
+    shown = Yaml({"metadata": {"name": "j", "managedFields": [{"manager": "x"}]}, "spec": {}})
+    assert shown.text() == "metadata:\n  name: j\nspec: {}\n"
+
+
+def test_without_a_key_opctl_says_where_one_comes_from(local_run: LocalRun, tmp_path: Path) -> None:
+    done = opctl(local_run, "status", "x" * 32, cwd=tmp_path)  # no .data here, no variables
+    assert done.returncode == 2
+    assert "--key-file" in done.stderr and "$OPCTL_KEY_FILE" in done.stderr
 
 
 def test_a_bad_key_file_is_a_usage_error(local_run: LocalRun, tmp_path: Path) -> None:
