@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from common import logs
 from common.errors import ConfigError
 
 ClusterMode = Literal["off", "in-cluster", "kubeconfig"]
@@ -24,6 +25,8 @@ ClusterMode = Literal["off", "in-cluster", "kubeconfig"]
 # POSTGRES_SSLROOTCERT (or the system's CAs) and the host name against POSTGRES_HOST.
 SslMode = Literal["disable", "prefer", "require", "verify-full"]
 SSL_MODES: tuple[SslMode, ...] = ("disable", "prefer", "require", "verify-full")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 T = TypeVar("T")
 NO_SECRETS: tuple[str, ...] = ()
@@ -54,6 +57,7 @@ class Settings:
     nonce_window: int = 300  # seconds either side of the service's clock
     log_cfg: Path | None = None
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -109,6 +113,7 @@ class Settings:
             nonce_window=read("NONCE_WINDOW", _positive, 300),
             log_cfg=read("LOG_CFG", _file, None),
             log_level=read("LOG_LEVEL", _log_level, "INFO"),
+            log_format=read("LOG_FORMAT", _log_format, "text"),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
@@ -213,6 +218,12 @@ def _ssl_mode(raw: str) -> SslMode:
     return raw
 
 
+def _log_format(raw: str) -> LogFormat:
+    if raw not in LOG_FORMATS:
+        raise ValueError(f"{raw!r} is not one of {', '.join(LOG_FORMATS)}")
+    return raw
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in LOG_LEVELS:
@@ -240,12 +251,19 @@ def _cluster_mode(env: Mapping[str, str], problems: list[str]) -> tuple[ClusterM
 
 
 def configure_logging(settings: Settings) -> None:
-    """LOG_CFG names a YAML dictConfig; without it, LOG_LEVEL on a plain stderr handler."""
+    """LOG_CFG names a YAML dictConfig; without it, LOG_LEVEL on a stderr handler, readable
+    lines or LOG_FORMAT=json. Every record carries its request's id (`request_id`)."""
     if settings.log_cfg is not None:
         import yaml
 
         logging.config.dictConfig(yaml.safe_load(settings.log_cfg.read_text()))
-        return
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    else:
+        stderr = logging.StreamHandler()
+        stderr.setFormatter(
+            logs.JsonFormatter()
+            if settings.log_format == "json"
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
+        logging.basicConfig(level=settings.log_level, handlers=[stderr])
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(logs.RequestIdFilter())

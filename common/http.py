@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Request, Response
 
-from common import meta, routes, runtime
+from common import logs, meta, routes, runtime
 from common.config import Settings
 from common.errors import (
     BadRequest,
@@ -57,6 +57,16 @@ def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
         raise ValueError(f"function {name!r} handlers do not match the route table")
 
     def entry(request: Request) -> Response:
+        rid = logs.request_id(request.headers.get("X-Request-Id"))
+        token = logs.REQUEST_ID.set(rid)
+        try:
+            response = answer(request)
+            response.headers["X-Request-Id"] = rid
+            return response
+        finally:
+            logs.REQUEST_ID.reset(token)
+
+    def answer(request: Request) -> Response:
         try:
             route = routes.find(request.method, request.path)
             if route is None:
