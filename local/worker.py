@@ -115,12 +115,9 @@ class ServiceWorker(ThreadWorker):  # type: ignore[misc]
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_bytes, request))
 
     def _on_bytes(self, request: _Arriving, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(65536)
-        except BlockingIOError:
+        data = _received(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client left
             self._forget(request)
             return
@@ -139,10 +136,8 @@ class ServiceWorker(ThreadWorker):  # type: ignore[misc]
         self.poller.unregister(request.conn.sock)
         self.nr_conns -= 1
         if answer:
-            try:
-                request.conn.sock.send(
-                    answer
-                )  # a few hundred bytes: the socket's buffer takes them
+            try:  # a few hundred bytes: the socket's buffer takes them at once
+                request.conn.sock.send(answer)
             except OSError:
                 pass
             self._start_lingering(request.conn.sock)
@@ -163,12 +158,9 @@ class ServiceWorker(ThreadWorker):  # type: ignore[misc]
         self.poller.register(sock, selectors.EVENT_READ, partial(self._on_linger, lingering))
 
     def _on_linger(self, lingering: _Lingering, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(65536)
-        except BlockingIOError:
+        data = _received(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         lingering.drained += len(data)
         if not data or lingering.drained > LINGER_BYTES:
             self._stop_lingering(lingering)
@@ -212,6 +204,17 @@ class ServiceWorker(ThreadWorker):  # type: ignore[misc]
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         util.write_nonblock(client, head.encode("latin-1") + body)
+
+
+def _received(sock: socket.socket) -> bytes | None:
+    """What a readable non-blocking socket holds: None when nothing after all, b"" when the
+    client closed or the connection broke."""
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 class _Page:
