@@ -4,7 +4,8 @@
   client whose head is not in within `HEAD_SECONDS` or whose request is not within
   `REQUEST_SECONDS`: gunicorn's own worker gives a thread to a connection at its first byte, so
   as many slow clients as threads stopped the server answering anyone.
-- What a thread still reads from a client (a chunked body) times out after `READ_SECONDS`.
+- What a thread still reads from a client (a chunked body, or what arrives while the requests
+  being read hold `BUFFER_BUDGET` already) times out after `READ_SECONDS`.
 - Closing a connection lingers for the client's last bytes in the event loop, where gunicorn's
   blocked the loop for up to two seconds per connection.
 - The errors gunicorn answers itself (a malformed request line, oversized headers, a crash
@@ -38,6 +39,9 @@ REQUEST_SECONDS = 10.0
 READ_SECONDS = 10
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024
+# What the requests being read may hold in memory together (1,000 connections could otherwise
+# hold 8 MiB each); past it, a request goes to a thread, which reads on under READ_SECONDS.
+BUFFER_BUDGET = 64 * 1024 * 1024
 # gunicorn's page: "HTTP/1.1 <code> <reason>" ... "</h1>" <message> "</body>".
 STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3}) ([^\r\n]*)")
 MESSAGE = re.compile(rb"</h1>\s*(.*?)\s*</body>", re.DOTALL)
@@ -86,6 +90,7 @@ class ServiceWorker(ThreadWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.arriving: deque[_Arriving] = deque()  # in deadline order: one timeout for all
         self.lingering: deque[_Lingering] = deque()
+        self.buffered = 0  # bytes held by the requests in `arriving`
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -122,8 +127,10 @@ class ServiceWorker(ThreadWorker):  # type: ignore[misc]
             self._forget(request)
             return
         request.received += data
-        if intake.complete(request.received):
+        self.buffered += len(data)
+        if intake.complete(request.received) or self.buffered > BUFFER_BUDGET:
             request.gone = True
+            self.buffered -= len(request.received)
             self.poller.unregister(sock)
             conn = request.conn
             conn.init()  # the parser, once per connection; the local run speaks plain HTTP/1
@@ -133,6 +140,7 @@ class ServiceWorker(ThreadWorker):  # type: ignore[misc]
 
     def _forget(self, request: _Arriving, answer: bytes = b"") -> None:
         request.gone = True
+        self.buffered -= len(request.received)
         self.poller.unregister(request.conn.sock)
         self.nr_conns -= 1
         if answer:
