@@ -46,8 +46,7 @@ ROUTES: tuple[Route, ...] = (
 def find(method: str, path: str) -> Route | None:
     """The route for a request; the Swagger UI's assets live under its path."""
     method = "GET" if method == "HEAD" else method
-    if path.startswith(DOCS) or path == DOCS_UNSLASHED:
-        path = DOCS
+    path = _route_path(path)
     for route in ROUTES:
         if route.method == method and route.path == path:
             return route
@@ -55,8 +54,14 @@ def find(method: str, path: str) -> Route | None:
 
 
 def methods_at(path: str) -> list[str]:
-    path = DOCS if path.startswith(DOCS) or path == DOCS_UNSLASHED else path
+    path = _route_path(path)
     return [route.method for route in ROUTES if route.path == path]
+
+
+def _route_path(path: str) -> str:
+    """The table's path for a request's: the Swagger UI's page, assets and unslashed path are
+    all its one route."""
+    return DOCS if path.startswith(DOCS) or path == DOCS_UNSLASHED else path
 
 
 def of_function(name: str) -> list[Route]:
