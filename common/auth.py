@@ -19,10 +19,10 @@ from coincurve import PublicKey
 from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
-from common import store
+from common import metrics, store
 from common.config import Settings
 from common.db import Database
-from common.errors import BadRequest, Unauthorized
+from common.errors import BadRequest, ServiceError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,15 @@ def recover_signer(message: str, signature: str) -> str:
     except ValueError:
         raw = b""
     if len(raw) != 65:  # not a signature at all: the caller's mistake
-        raise BadRequest(UNRECOVERABLE)
+        raise _refused("signature_invalid", BadRequest(UNRECOVERABLE))
     v = raw[64] - 27 if raw[64] >= 27 else raw[64]
     if v not in (0, 1):  # no recovery id a signer could have made
-        raise Unauthorized(UNRECOVERABLE)
+        raise _refused("signature_invalid", Unauthorized(UNRECOVERABLE))
     digest = keccak(PERSONAL_SIGN_PREFIX + keccak(message.encode()))
     try:
         public = PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest, hasher=None)
     except ValueError:  # shaped like a signature, but no key signs like that: not authentic
-        raise Unauthorized(UNRECOVERABLE) from None
+        raise _refused("signature_invalid", Unauthorized(UNRECOVERABLE)) from None
     return _checksummed(keccak(public.format(compressed=False)[1:])[-20:].hex())
 
 
@@ -88,22 +88,28 @@ def authenticate_provider(settings: Settings, db: Database, call: SignedCall) ->
     if not settings.signature_required:
         return None
     if not call.signature:
-        raise BadRequest(SIGNATURE_MISSING)
+        raise _refused("signature_missing", BadRequest(SIGNATURE_MISSING))
     signer = recover_signer(signed_message(call.owner, call.job_id, call.nonce), call.signature)
     if signer.lower() not in settings.allowed_providers:
         log.info("rejected a request signed by %s: not in ALLOWED_PROVIDERS", signer)
-        raise Unauthorized(
-            f"The signing ethereum account {signer} is not authorized to use this service."
+        raise _refused(
+            "signer_not_allowed",
+            Unauthorized(
+                f"The signing ethereum account {signer} is not authorized to use this service."
+            ),
         )
     nonce_ns = nanoseconds(call.nonce)
     window = settings.nonce_window
     if abs(nonce_ns - time.time_ns()) > window * 10**9:
-        raise Unauthorized(
-            f"Nonce {call.nonce.text} is not within {window} s of the service's clock "
-            "(a nonce is the caller's time.time_ns())"
+        raise _refused(
+            "nonce_outside_window",
+            Unauthorized(
+                f"Nonce {call.nonce.text} is not within {window} s of the service's clock "
+                "(a nonce is the caller's time.time_ns())"
+            ),
         )
     if not store.consume_nonce(db, signer, nonce_ns):
-        raise Unauthorized(f"Nonce {call.nonce.text} was already used")
+        raise _refused("nonce_reused", Unauthorized(f"Nonce {call.nonce.text} was already used"))
     return signer
 
 
@@ -116,11 +122,17 @@ def nanoseconds(nonce: Nonce) -> int:
 
 def authenticate_admin(settings: Settings, header: str | None) -> None:
     if not header:
-        raise BadRequest("The Admin header is required")
+        raise _refused("admin_missing", BadRequest("The Admin header is required"))
     # Compare with every secret, always: the time taken says nothing about which one matched.
     given = header.encode()
     matched = False
     for secret in settings.allowed_admins:
         matched |= hmac.compare_digest(given, secret.encode())
     if not matched:
-        raise Unauthorized("Invalid Admin header")
+        raise _refused("admin_invalid", Unauthorized("Invalid Admin header"))
+
+
+def _refused(reason: str, error: ServiceError) -> ServiceError:
+    """`error`, counted under `reason` (common.metrics.AUTH_REASONS) before it is raised."""
+    metrics.rejected(reason)
+    return error

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from common import metrics
 from common.config import Settings
 from common.errors import BadRequest, NotFound, Unavailable
 
@@ -178,7 +179,12 @@ def _call(
             raise BadRequest("The cluster rejected this request as invalid") from None
         # 401/403 mean our RBAC or credentials are wrong: an operator's fault, not the caller's.
         log.error("Kubernetes API answered %s %s", exc.status, exc.reason)
-        raise Unavailable("Kubernetes API unavailable") from None
+        raise _unavailable() from None
     except (HTTPError, OSError) as exc:
         log.warning("Kubernetes API unreachable: %s", type(exc).__name__)
-        raise Unavailable("Kubernetes API unavailable") from None
+        raise _unavailable() from None
+
+
+def _unavailable() -> Unavailable:
+    metrics.dependency_failed("cluster")
+    return Unavailable("Kubernetes API unavailable")

@@ -20,6 +20,7 @@ from typing import Any
 
 import pg8000.native as pg
 
+from common import metrics
 from common.config import Settings
 from common.errors import Conflict, Unavailable
 
@@ -138,7 +139,7 @@ class Database:
             sock = self._socket()
         except OSError as exc:
             log.warning("cannot connect to PostgreSQL at %s: %s", s.postgres_host, exc)
-            raise Unavailable("database unavailable") from None
+            raise _unavailable() from None
         return sock, self._handshake(sock)
 
     def _handshake(self, sock: socket.socket) -> pg.Connection:
@@ -157,12 +158,12 @@ class Database:
         except (pg.InterfaceError, OSError) as exc:  # reset or cut mid-handshake
             sock.close()
             log.warning("cannot connect to PostgreSQL at %s: %s", s.postgres_host, exc)
-            raise Unavailable("database unavailable") from None
+            raise _unavailable() from None
         except pg.DatabaseError as exc:
             sock.close()
             # Wrong password, unknown database: an operator's fault, reported as unavailable.
             log.error("PostgreSQL refused the connection: %s", _describe(exc))
-            raise Unavailable("database unavailable") from None
+            raise _unavailable() from None
 
     def _is_socket_dir(self) -> bool:
         return self._settings.postgres_host.startswith("/")
@@ -201,15 +202,15 @@ class Database:
             if code[:2] in UNAVAILABLE_CLASSES or code == "0A000":
                 self._discard(conn)
                 log.warning("PostgreSQL unavailable: %s", _describe(exc))
-                raise Unavailable("database unavailable") from None
+                raise _unavailable() from None
             if code == "42P01" or code == "42883":  # undefined table / function
                 log.error("database schema missing: %s", _describe(exc))
-                raise Unavailable("database not initialised: POST /pgsqlinit first") from None
+                raise _unavailable("database not initialised: POST /pgsqlinit first") from None
             raise
         except (pg.InterfaceError, OSError) as exc:
             self._discard(conn)
             log.warning("PostgreSQL connection lost: %s", exc)
-            raise Unavailable("database unavailable") from None
+            raise _unavailable() from None
 
     def _rollback(self, conn: Session) -> None:
         if getattr(self._local, "session", None) is conn:
@@ -301,3 +302,8 @@ def tls_context(settings: Settings) -> ssl.SSLContext | bool | None:
         return True
     cafile = settings.postgres_sslrootcert
     return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+
+
+def _unavailable(message: str = "database unavailable") -> Unavailable:
+    metrics.dependency_failed("database")
+    return Unavailable(message)

@@ -12,13 +12,14 @@ import io
 import json
 import logging
 import re
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Request, Response
 
-from common import logs, meta, routes, runtime
+from common import logs, meta, metrics, routes, runtime
 from common.config import Settings
 from common.errors import (
     BadRequest,
@@ -57,18 +58,25 @@ def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
         raise ValueError(f"function {name!r} handlers do not match the route table")
 
     def entry(request: Request) -> Response:
+        started = time.perf_counter()
         rid = logs.request_id(request.headers.get("X-Request-Id"))
         token = logs.REQUEST_ID.set(rid)
+        route = routes.find(request.method, request.path)
         try:
-            response = answer(request)
-            response.headers["X-Request-Id"] = rid
-            return response
+            response = answer(request, route)  # an answer for every error, bugs included
         finally:
             logs.REQUEST_ID.reset(token)
+        response.headers["X-Request-Id"] = rid
+        metrics.observe_request(
+            route.path if route else metrics.UNMATCHED,
+            request.method,
+            response.status_code,
+            time.perf_counter() - started,
+        )
+        return response
 
-    def answer(request: Request) -> Response:
+    def answer(request: Request, route: routes.Route | None) -> Response:
         try:
-            route = routes.find(request.method, request.path)
             if route is None:
                 raise _no_route(request)
             if route.everywhere:

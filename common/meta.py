@@ -1,4 +1,5 @@
-"""What the service says about itself: the root document, the OpenAPI spec and the Swagger UI.
+"""What the service says about itself: the root document, the OpenAPI spec, the Swagger UI
+and its metrics.
 
 The OpenAPI document is one file, `openapi.yaml`, the source of truth for the API's shape.
 The Swagger UI's assets come from the swagger-ui-bundle package, so no page loads a CDN.
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 from flask import Request, Response
 
-from common import routes
+from common import metrics, routes
 from common.config import Settings
 from common.errors import NotFound
 from common.runtime import Runtime
@@ -32,6 +33,8 @@ def serve(route: routes.Route, request: Request, runtime: Callable[[], Runtime])
         return _json(health(runtime()))
     if route.path == "/spec":
         return Response(spec_json(), mimetype="application/json")
+    if route.path == "/metrics":
+        return Response(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
     if request.path == routes.DOCS_UNSLASHED:  # the page's relative asset links need the slash
         return Response(status=308, headers={"Location": routes.DOCS})
     return docs_asset(request.path.removeprefix(routes.DOCS))

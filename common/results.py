@@ -20,6 +20,7 @@ from flask import Request, Response, send_file
 from werkzeug.datastructures import Range
 from werkzeug.http import parse_range_header
 
+from common import metrics
 from common.config import Settings
 from common.errors import NotFound, RangeNotSatisfiable, Unavailable
 
@@ -122,7 +123,7 @@ def _remote_file(settings: Settings, request: Request, url: str) -> Response:
         )
     except urllib3.exceptions.HTTPError as exc:
         log.warning("result storage unreachable: %s", type(exc).__name__)
-        raise Unavailable("Result storage unavailable") from None
+        raise _unavailable() from None
     if upstream.status not in (200, 206):
         upstream.release_conn()
         if upstream.status == 404:
@@ -133,7 +134,7 @@ def _remote_file(settings: Settings, request: Request, url: str) -> Response:
                 "Requested range not satisfiable", size=int(total) if total.isdecimal() else None
             )
         log.warning("result storage answered %s", upstream.status)
-        raise Unavailable("Result storage unavailable")
+        raise _unavailable()
     response = Response(_chunks(upstream), status=upstream.status, direct_passthrough=True)
     for header in PASSED_THROUGH:
         if header in upstream.headers:
@@ -151,3 +152,8 @@ def _chunks(upstream: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
 @functools.cache
 def _pool() -> urllib3.PoolManager:
     return urllib3.PoolManager(num_pools=8, maxsize=16)
+
+
+def _unavailable() -> Unavailable:
+    metrics.dependency_failed("storage")
+    return Unavailable("Result storage unavailable")

@@ -22,6 +22,9 @@ class Route:
     # The service root, /spec and the Swagger UI: every function answers them, so a probe
     # or a browser gets them wherever it lands. The table still names one function for routing.
     everywhere: bool = False
+    # Whether the public HTTPRoute sends it to the functions. /metrics is not: Prometheus
+    # scrapes each pod inside the cluster, and the public has no business reading the counts.
+    public: bool = True
 
 
 ROUTES: tuple[Route, ...] = (
@@ -39,6 +42,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/", "status", everywhere=True),
     Route("GET", "/healthz", "status", everywhere=True),
     Route("GET", "/spec", "status", everywhere=True),
+    Route("GET", "/metrics", "status", everywhere=True, public=False),
     Route("GET", DOCS, "status", everywhere=True),
 )
 

@@ -56,7 +56,16 @@ def knative_service(function: str) -> dict[str, Any]:
         },
         "spec": {
             "template": {
-                "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1"}},
+                "metadata": {
+                    "annotations": {
+                        "autoscaling.knative.dev/min-scale": "1",
+                        # Prometheus's annotation-based pod discovery: scrape each pod
+                        # directly (the public HTTPRoute does not route /metrics).
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": "8080",
+                        "prometheus.io/path": "/metrics",
+                    }
+                },
                 "spec": {
                     "serviceAccountName": service_name(function),
                     "containerConcurrency": THREADS,
@@ -109,7 +118,9 @@ def knative_service(function: str) -> dict[str, Any]:
 def http_route() -> dict[str, Any]:
     rules = []
     for function in routes.FUNCTIONS:
-        matches = [_match(route) for route in routes.ROUTES if route.function == function]
+        matches = [
+            _match(route) for route in routes.ROUTES if route.function == function and route.public
+        ]
         if not matches:
             continue
         host = f"{service_name(function)}.{NAMESPACE}.svc.cluster.local"

@@ -34,7 +34,18 @@ def test_routing_covers_exactly_the_route_table() -> None:
         target = services[backend["name"]]["spec"]["template"]["spec"]["containers"][0]
         function = {e["name"]: e["value"] for e in target["env"]}["FUNCTION_TARGET"]
         routed |= {(m["method"], m["path"]["value"], function) for m in rule["matches"]}
-    assert routed == {(r.method, r.path, r.function) for r in routes.ROUTES}
+    assert routed == {(r.method, r.path, r.function) for r in routes.ROUTES if r.public}
+    assert ("GET", "/metrics", "status") not in routed  # scraped in the cluster, not public
+
+
+def test_prometheus_scrapes_every_function_pod_where_it_serves_metrics() -> None:
+    for service in load("services.yaml"):
+        template = service["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        [container] = template["spec"]["containers"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert int(annotations["prometheus.io/port"]) == container["ports"][0]["containerPort"]
 
 
 def test_each_function_has_a_service_running_as_its_own_account() -> None:
