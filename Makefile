@@ -25,9 +25,10 @@ run: $(STAMP) sandbox
 testbin: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" tools/k8s-testbin/build.sh
 
-# The manifests of deploy/knative that come from the route table.
+# The generated files of deploy/: the Knative manifests (from the route table), the dashboard.
 manifests: $(STAMP)
 	$(PY) deploy/knative/generate.py
+	$(PY) deploy/grafana/generate.py
 
 # A new version everywhere it shows (tools/bump.py): make bump PART=major|minor|patch
 bump: $(STAMP)
@@ -41,6 +42,7 @@ deploy:
 test: $(STAMP) sandbox
 	$(VENV)/bin/hadolint Containerfile
 	$(PY) deploy/knative/generate.py --check
+	$(PY) deploy/grafana/generate.py --check
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

@@ -66,19 +66,27 @@ class NoCluster:
         raise Unavailable("no Kubernetes cluster is configured for this service")
 
 
+def api_client(settings: Settings) -> Any:
+    """A kubernetes.client.ApiClient of its own (never the module's global configuration),
+    for the pod's ServiceAccount (CLUSTER=in-cluster) or a kubeconfig file."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if settings.cluster == "in-cluster":
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(settings.kubeconfig), client_configuration=configuration
+        )
+    return client.ApiClient(configuration)
+
+
 class KubeCluster:
     def __init__(self, settings: Settings) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
         self.mode: str = settings.cluster
-        configuration = client.Configuration()
-        if settings.cluster == "in-cluster":
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(settings.kubeconfig), client_configuration=configuration
-            )
-        api = client.ApiClient(configuration)
+        api = api_client(settings)
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
 

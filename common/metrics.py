@@ -20,7 +20,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-disable_created_metrics()  # a `_created` twin of every series: twice the series, little use
+# No `_created` twin of every series: twice the series, for little use.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 UNMATCHED = "unmatched"  # the route label of a path the route table does not have

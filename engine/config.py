@@ -72,6 +72,18 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class KubernetesRunner:
+    """`engine.kubernetes`: stages as batch Jobs (engine/kube.py) in the jobs' namespaces."""
+
+    image: str  # the project's image: configure and publish run in it
+    jobs_claim: str  # the claim mounted at workRoot, shared with every stage pod
+    results_claim: str  # the claim mounted at resultsRoot, shared with publish and getResult
+    pending_seconds: float = 300.0
+    ttl_seconds: int = 3600
+    uid: int = 65534
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     environments: tuple[Environment, ...]
     work_root: Path  # one folder per job, its /data and its logs
@@ -84,6 +96,13 @@ class EngineConfig:
     sweep_seconds: float = 60.0
     stage_seconds: int = 600  # the limit of configure and publish, which run our own code
     sandbox: str | None = None  # "bwrap" or "unshare"; None: bubblewrap when installed
+    kubernetes: KubernetesRunner | None = None  # run stages as Jobs instead of sandboxes
+
+    @property
+    def stale_after(self) -> float:
+        """How long the loop may go without a turn before /healthz calls it stuck: it turns
+        at least once per lease third or heartbeat, and a database outage pauses it 2 s."""
+        return max(30.0, 4 * max(self.heartbeat_seconds, self.lease_seconds / 3))
 
     @property
     def namespaces(self) -> list[str]:
@@ -137,6 +156,7 @@ class EngineConfig:
             sweep_seconds=reader.number(engine, "sweepSeconds", 60.0, "engine"),
             stage_seconds=int(reader.number(engine, "stageSeconds", 600, "engine")),
             sandbox=_sandbox(engine.get("sandbox"), problems),
+            kubernetes=_kubernetes(reader, engine.get("kubernetes")),
         )
         if problems:
             raise ConfigError(f"{source}: " + "; ".join(problems))
@@ -160,6 +180,29 @@ def _sandbox(value: Any, problems: list[str]) -> str | None:
         return None if value is None else str(value)
     problems.append("engine.sandbox: must be bwrap or unshare")
     return None
+
+
+def _kubernetes(reader: _Reader, raw: Any) -> KubernetesRunner | None:
+    if raw is None:
+        return None
+    where = "engine.kubernetes"
+    if not isinstance(raw, Mapping):
+        reader.problems.append(f"{where}: must be a mapping (image, jobsClaim, resultsClaim)")
+        return None
+    texts = {}
+    for key in ("image", "jobsClaim", "resultsClaim"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value:
+            reader.problems.append(f"{where}.{key}: required")
+        texts[key] = str(value or "")
+    return KubernetesRunner(
+        image=texts["image"],
+        jobs_claim=texts["jobsClaim"],
+        results_claim=texts["resultsClaim"],
+        pending_seconds=reader.number(raw, "pendingSeconds", 300, where),
+        ttl_seconds=int(reader.number(raw, "ttlSeconds", 3600, where)),
+        uid=int(reader.number(raw, "uid", 65534, where)),
+    )
 
 
 def _list(value: Any, problems: list[str]) -> list[Any]:

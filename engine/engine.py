@@ -19,9 +19,10 @@ from typing import Any
 
 from common.db import Database, Listener
 from common.errors import Unavailable
+from engine import metrics
 from engine.config import EngineConfig, Environment
 from engine.machine import Abandoned, Context, JobRun
-from engine.queue import Claimed, LeaseLost, Queue
+from engine.queue import Backlog, Claimed, LeaseLost, Queue
 from engine.results import ResultsStore
 from engine.runner import Runner
 
@@ -55,6 +56,11 @@ class Engine:
         self.runs: dict[str, JobRun] = {}
         self.threads: dict[str, threading.Thread] = {}
         self.closing = threading.Event()
+        # What /metrics and /healthz read (engine.server): the queues as of the last
+        # heartbeat, when the loop last turned (Unix time), and whether its database answered.
+        self.backlogs: dict[str, Backlog] = {}
+        self.last_turn = time.time()
+        self.database_ok = False
         self._listener: Listener | None = None
         self._due = {"heartbeat": 0.0, "renew": 0.0, "poll": 0.0, "sweep": 0.0}
         # A finished job or close() wakes the loop through this pipe, without the database.
@@ -67,13 +73,17 @@ class Engine:
         config.work_root.mkdir(parents=True, exist_ok=True)
         config.results_root.mkdir(parents=True, exist_ok=True)
         log.info("engine %s serves %s", self.id, ", ".join(config.namespaces))
+        self.last_turn = time.time()
         while not self.closing.is_set():
             try:
                 self.step()
+                self.database_ok = True
             except Unavailable as exc:
+                self.database_ok = False
                 log.warning("engine paused: %s", exc.message)
                 self._drop_listener()
                 self.closing.wait(RETRY_SECONDS)
+            self.last_turn = time.time()
         self._let_go()
 
     def step(self) -> None:
@@ -105,23 +115,25 @@ class Engine:
 
     def heartbeat(self) -> bool:
         """Announce every environment; True when jobs are waiting."""
-        waiting = 0
+        claimable = 0
         for env in self.config.environments:
             running = self._running(env)
-            waiting += self.queue.heartbeat(
+            backlog = self.queue.heartbeat(
                 env.namespace, env.announcement(running), max(0, env.max_jobs - running)
             )
-        return waiting > 0
+            self.backlogs[env.namespace] = backlog
+            claimable += backlog.claimable
+        return claimable > 0
 
     def pick_up(self) -> None:
         """Fill every environment's free slots: lapsed jobs of dead engines first, then new."""
         for env in self.config.environments:
             free = env.max_jobs - self._running(env)
             for job in self.queue.take_over(env.namespace, free):
-                self._start(job, env)
+                self._start(job, env, takeover=True)
             free = env.max_jobs - self._running(env)
             for job in self.queue.claim(env.namespace, free):
-                self._start(job, env)
+                self._start(job, env, takeover=False)
 
     def renew(self) -> None:
         running = {job_id: run for job_id, run in self.runs.items() if not run.done.is_set()}
@@ -146,11 +158,12 @@ class Engine:
         self.closing.set()
         self._wake()
 
-    def _start(self, job: Claimed, env: Environment) -> None:
+    def _start(self, job: Claimed, env: Environment, *, takeover: bool) -> None:
         run = JobRun(job, env, self.context)
         thread = threading.Thread(target=self._run_job, args=(run,), name=f"job-{job.job_id}")
         self.runs[job.job_id] = run
         self.threads[job.job_id] = thread
+        metrics.claimed(env.namespace, takeover)
         log.info("job %s claimed at status %s", job.job_id, job.status)
         thread.start()
 

@@ -9,7 +9,9 @@ dateFinished, and its logs say why.
 What a takeover does at each status (an engine died holding the job):
 - 20, 30: configure again from an empty folder (fetching is idempotent).
 - 40: the algorithm is not run again (paid, maybe not idempotent, maybe what killed the
-  engine); its partial outputs are dropped, the logs are published, the job ends.
+  engine). Where it still runs without its engine (a Kubernetes Job), the new engine waits
+  for it and publishes as usual; otherwise its partial outputs are dropped, the logs are
+  published, the job ends.
 - 31, 32, 50, 60: publish again from the start.
 """
 
@@ -26,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from engine import metrics
 from engine.config import EngineConfig, Environment
 from engine.queue import Claimed, Queue
 from engine.results import ResultsStore, remove_tree
@@ -65,6 +68,9 @@ class JobRun:
         self.done = threading.Event()  # set when the run wrote its last: its slot is free
         self.with_outputs = True
         self.stop_honoured = False  # a stop ends one stage; what follows is publishing
+        self.status = job.status  # the stored status this run is at, for /metrics
+        # How the job ended (engine.metrics.OUTCOMES), as the steps find out.
+        self.outcome = "resumed" if job.status in PUBLISHING else metrics.COMPLETED
         if job.stop_requested:
             self.stop_requested.set()
             # Taken over while publishing after a stop: that stop was honoured already.
@@ -84,7 +90,7 @@ class JobRun:
         if status != 20:
             log.info("job %s taken over at status %s", self.job_id, status)
         if status == 30:  # configured by an engine that died: maybe on another machine
-            self.ctx.queue.set_status(self.job_id, 20)
+            self.persist(20)
             status = 20
         while status != 70:
             status = STEPS[status](self)
@@ -119,7 +125,7 @@ class JobRun:
             self.note(Stage.CONFIGURE, "the algorithm has no container entrypoint")
             return self.failed(ALGORITHM_FAILED)
         if outcome.succeeded:
-            self.ctx.queue.set_status(self.job_id, 30)
+            self.persist(30)
             return 30
         code = outcome.exit_code if outcome.exit_code in (DATA_FAILED, ALGORITHM_FAILED) else None
         self.note(Stage.CONFIGURE, f"configure {outcome.describe()}")
@@ -128,7 +134,33 @@ class JobRun:
     def algorithm(self) -> int:
         if self.stop_requested.is_set():
             return self.to_publish(Stage.ALGORITHM, "stop requested before the algorithm ran")
-        self.ctx.queue.set_status(self.job_id, 40)
+        self.persist(40)
+        outcome = self.wait_stage(self.start_stage(self.algorithm_spec()))
+        return self.after_algorithm(outcome)
+
+    def abandoned_algorithm(self) -> int:
+        """Taken over at 40. Where the stage outlived the engine that ran it (a Kubernetes
+        Job), wait for it as that engine would have; otherwise it is not run twice."""
+        handle = self.ctx.runner.resume(self.algorithm_spec())
+        if handle is not None:
+            self.note(
+                Stage.ALGORITHM,
+                "the engine running this algorithm was lost; the algorithm still runs, "
+                "and this engine takes it over",
+            )
+            return self.after_algorithm(self.wait_stage((Stage.ALGORITHM, handle)))
+        self.outcome = "engine_lost"
+        self.ctx.runner.cleanup(self.job_id)  # a container may outlive the engine that ran it
+        self.note(
+            Stage.ALGORITHM,
+            "the engine running this algorithm was lost; the algorithm is not run twice, "
+            "its partial outputs are not published",
+        )
+        self.with_outputs = False
+        self.persist(60)
+        return 60
+
+    def algorithm_spec(self) -> StageSpec:
         stage = self.stage()
         algorithm = stage.get("algorithm") or {}
         container = algorithm.get("container") or {}
@@ -150,7 +182,7 @@ class JobRun:
             disk_bytes=self.env.disk_bytes,
             cpus=self.env.cpu_number,
         )
-        outcome = self.run_stage(
+        return self.stage_spec(
             Stage.ALGORITHM,
             ("sh", "-c", _entrypoint(stage)),
             env=env,
@@ -158,7 +190,10 @@ class JobRun:
             limits=limits,
             image=image if container.get("image") else None,
         )
+
+    def after_algorithm(self, outcome: Outcome) -> int:
         self.note(Stage.ALGORITHM, f"the algorithm {outcome.describe()}")
+        self.outcome = _algorithm_outcome(outcome)
         if outcome.ending is Ending.TIMEOUT:
             self.stop_honoured = True  # a stop arriving now must not cut the publishing short
             self.note(
@@ -166,25 +201,14 @@ class JobRun:
                 f"maxJobDuration is {self.env.max_job_duration} s: stopreq=2, "
                 "publishing what the algorithm wrote",
             )
-            self.ctx.queue.set_status(self.job_id, 60, stopreq=2)
+            self.persist(60, stopreq=2)
             return 60
-        self.ctx.queue.set_status(self.job_id, 60)
-        return 60
-
-    def abandoned_algorithm(self) -> int:
-        self.ctx.runner.cleanup(self.job_id)  # a container may outlive the engine that ran it
-        self.note(
-            Stage.ALGORITHM,
-            "the engine running this algorithm was lost; the algorithm is not run twice, "
-            "its partial outputs are not published",
-        )
-        self.with_outputs = False
-        self.ctx.queue.set_status(self.job_id, 60)
+        self.persist(60)
         return 60
 
     def start_publishing(self) -> int:
         """After a failed configure (31, 32), or the original engine's filtering (50)."""
-        self.ctx.queue.set_status(self.job_id, 60)
+        self.persist(60)
         return 60
 
     def publish(self) -> int:
@@ -210,6 +234,7 @@ class JobRun:
         self.ctx.runner.cleanup(self.job_id)
         entries = results.entries(self.job_id, with_outputs=published)
         self.ctx.queue.finish(self.job_id, entries)
+        metrics.finished(self.env.namespace, self.outcome)
         remove_tree(self.data)
         log.info("job %s finished with %d published file(s)", self.job_id, len(entries))
         return 70
@@ -222,19 +247,27 @@ class JobRun:
             self.ctx.queue.finish(
                 self.job_id, self.ctx.results.entries(self.job_id, with_outputs=False)
             )
+            metrics.finished(self.env.namespace, "engine_error")
         except Exception:
             log.exception("job %s: could not end it; left for a takeover", self.job_id)
 
     # Helpers of the steps.
 
+    def persist(self, status: int, *, stopreq: int | None = None) -> None:
+        self.ctx.queue.set_status(self.job_id, status, stopreq=stopreq)
+        self.status = status
+
     def to_publish(self, stage: Stage, why: str) -> int:
+        """A stop ended the job before or during `stage`."""
         self.stop_honoured = True
+        self.outcome = "stopped"
         self.note(stage, why)
-        self.ctx.queue.set_status(self.job_id, 60)
+        self.persist(60)
         return 60
 
     def failed(self, status: int) -> int:
-        self.ctx.queue.set_status(self.job_id, status)
+        self.outcome = "data_failed" if status == DATA_FAILED else "algorithm_failed"
+        self.persist(status)
         self.with_outputs = False
         return status
 
@@ -262,9 +295,24 @@ class JobRun:
         network: bool,
         limits: Limits,
         binds: tuple[tuple[Path, str, bool], ...] = (),
-        image: str | None = None,
     ) -> Outcome:
-        spec = StageSpec(
+        spec = self.stage_spec(
+            stage, argv, env=env, network=network, limits=limits, binds=binds, image=None
+        )
+        return self.wait_stage(self.start_stage(spec))
+
+    def stage_spec(
+        self,
+        stage: Stage,
+        argv: tuple[str, ...],
+        *,
+        env: dict[str, str],
+        network: bool,
+        limits: Limits,
+        image: str | None,
+        binds: tuple[tuple[Path, str, bool], ...] = (),
+    ) -> StageSpec:
+        return StageSpec(
             job_id=self.job_id,
             stage=stage,
             argv=argv,
@@ -275,26 +323,36 @@ class JobRun:
             network=network,
             image=image,
             extra_binds=binds,
+            namespace=self.env.namespace,
         )
+
+    def start_stage(self, spec: StageSpec) -> tuple[Stage, Any]:
+        self.note(spec.stage, f"{spec.stage} starts: {self.ctx.runner.describe(spec)}")
+        return spec.stage, self.ctx.runner.start(spec)
+
+    def wait_stage(self, started: tuple[Stage, Any]) -> Outcome:
+        """The stage's outcome, once it ended; a stop ends the stage that runs when it arrives.
+        The publishing that follows a stopped stage is not stopped again, or a stop would
+        throw away finished outputs."""
+        stage, handle = started
         runner = self.ctx.runner
-        self.note(stage, f"{stage} starts: {runner.describe(spec)}")
-        handle = runner.start(spec)
-        # A stop ends the stage that runs when it arrives; the publishing that follows a
-        # stopped stage is not stopped again, or a stop would throw away finished outputs.
         stoppable = not self.stop_honoured
         pause = FIRST_WAIT_SECONDS
         while True:
             outcome = runner.poll(handle)
             if outcome is not None:
+                metrics.stage_ended(stage, outcome)
                 return outcome
             if self.abandon.is_set():
-                runner.stop(handle)
+                runner.release(handle)
                 raise Abandoned(self.job_id)
             waiting_on = self.stop_requested if stoppable else self.abandon
             pause = min(pause * 2, WAIT_SECONDS)
             if waiting_on.wait(pause) and stoppable:
                 self.stop_honoured = True
-                return runner.stop(handle)
+                outcome = runner.stop(handle)
+                metrics.stage_ended(stage, outcome)
+                return outcome
 
 
 STEPS: dict[int, Callable[[JobRun], int]] = {
@@ -306,6 +364,18 @@ STEPS: dict[int, Callable[[JobRun], int]] = {
     50: JobRun.start_publishing,  # the original engine's filtering, which ours never stops at
     60: JobRun.publish,
 }
+
+
+def _algorithm_outcome(outcome: Outcome) -> str:
+    if outcome.succeeded:
+        return metrics.COMPLETED
+    if outcome.ending is Ending.TIMEOUT:
+        return "timeout"
+    if outcome.ending is Ending.STOPPED:
+        return "stopped"
+    if outcome.ending is Ending.QUOTA:
+        return "quota"
+    return "algorithm_failed"  # a non-zero exit, or it could not start
 
 
 def _has_entries(folder: Path) -> bool:

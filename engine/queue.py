@@ -46,21 +46,35 @@ class Claimed:
         )
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """The jobs waiting in one environment, as a heartbeat found them."""
+
+    claimable: int  # as many as the free slots could take now
+    length: int
+    oldest_since: float | None  # Unix time of the oldest waiting job's creation
+
+
 class Queue:
     def __init__(self, db: Database, engine_id: str, lease_seconds: float) -> None:
         self.db = db
         self.me = engine_id
         self.lease = lease_seconds
 
-    def heartbeat(self, namespace: str, status: dict[str, Any], free: int) -> int:
-        """Announce the environment as the original engine does; the number of waiting jobs."""
+    def heartbeat(self, namespace: str, status: dict[str, Any], free: int) -> Backlog:
+        """Announce the environment as the original engine does, and measure its queue: how
+        many jobs wait (on the index of waiting jobs, so it costs the queue, not the table),
+        and since when the oldest does."""
         rows = self.db.execute(
-            "SELECT count(*) FROM announce(:env, :status, :free)",
+            """SELECT (SELECT count(*) FROM announce(:env, :status, :free)),
+                   count(*), extract(epoch FROM min(datecreated))
+               FROM jobs WHERE namespace = :env AND status = 1""",
             env=namespace,
             status=json.dumps(status),
             free=free,
         )
-        return int(rows[0][0])
+        claimable, length, oldest = rows[0]
+        return Backlog(int(claimable), int(length), None if oldest is None else float(oldest))
 
     def claim(self, namespace: str, limit: int) -> list[Claimed]:
         """Take up to `limit` waiting jobs, oldest first, and move them to 20."""

@@ -52,6 +52,7 @@ class StageSpec:
     network: bool = False
     image: str | None = None  # the algorithm's container image, where a runner can use it
     extra_binds: tuple[tuple[Path, str, bool], ...] = ()  # (host path, path inside, writable)
+    namespace: str = ""  # the job's environment, where a cluster runs its stages
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,18 @@ class Runner(Protocol[HandleT]):
         """The outcome once the stage ended (killing it at its deadline), else None."""
         ...
 
+    def resume(self, spec: StageSpec) -> HandleT | None:
+        """The stage `spec` describes, still running (or ended) after the engine that started
+        it died, when this runner's stages outlive their engine; None when they cannot."""
+        ...
+
     def stop(self, handle: HandleT) -> Outcome:
         """End the stage now, whatever it is doing, and everything it started."""
+        ...
+
+    def release(self, handle: HandleT) -> None:
+        """The engine lets go of a running stage (it shuts down, or lost the job's lease):
+        end it if it cannot outlive the engine, else leave it to the engine taking over."""
         ...
 
     def cleanup(self, job_id: str) -> None:

@@ -282,6 +282,13 @@ class SandboxRunner:
             argv += ["--setenv", name, value]
         return argv
 
+    def release(self, handle: SandboxHandle) -> None:
+        self.stop(handle)  # nobody could watch it after this engine
+
+    def resume(self, spec: StageSpec) -> None:
+        """Never: a sandbox dies with the engine that started it (a container is removed)."""
+        return None
+
     def cleanup(self, job_id: str) -> None:
         if self.podman is not None:
             self.podman.remove_job(job_id)

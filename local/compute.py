@@ -21,6 +21,7 @@ from common import store
 from common.config import Settings
 from common.db import Database
 from engine.sandbox import SandboxRunner, SandboxUnavailable
+from local.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_WAIT_SECONDS = 30
@@ -49,6 +50,7 @@ engine:
 class LocalEngine:
     process: subprocess.Popen[bytes]
     config: Path
+    status_url: str  # its /metrics and /healthz
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -74,13 +76,14 @@ def start(env: Mapping[str, str], data: Path, settings: Settings) -> LocalEngine
     config = data / "engine.yaml"
     if not config.exists():
         config.write_text(DEFAULT_CONFIG)
+    listen = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "--work-root", str(data / "engine")],
+        [sys.executable, "-m", "engine", "--work-root", str(data / "engine"), "--listen", listen],
         cwd=ROOT,
         env={**env, "ENGINE_CONFIG": str(config)},
         preexec_fn=_die_with_parent,  # safe: the run has no other thread yet
     )
-    engine = LocalEngine(process=process, config=config)
+    engine = LocalEngine(process=process, config=config, status_url=f"http://{listen}")
     if not _heartbeat_seen(settings, process):
         engine.stop()
         raise RuntimeError(f"the engine did not start (exit code {process.returncode})")

@@ -153,7 +153,10 @@ def start_engine(env: MutableMapping[str, str], data: Path, settings: Settings, 
         else:
             owner = os.getpid()
             atexit.register(lambda: engine.stop() if os.getpid() == owner else None)
-            return f"engine: running jobs in sandboxes, environments in {engine.config}"
+            return (
+                f"engine: running jobs in sandboxes, environments in {engine.config}; "
+                f"its metrics at {engine.status_url}/metrics"
+            )
     if wanted == "on":
         raise SystemExit(f"operator-service: cannot start the engine: {missing}")
     db = Database(settings)

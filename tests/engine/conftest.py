@@ -267,15 +267,21 @@ def get_result(result: FlaskClient, job_id: str, index: int) -> Answer:
 
 @contextmanager
 def engine_process(
-    dirs: Dirs, pg_env: dict[str, str], engine: dict[str, Any] | None = None, **environment: Any
+    dirs: Dirs,
+    pg_env: dict[str, str],
+    engine: dict[str, Any] | None = None,
+    *,
+    args: tuple[str, ...] = (),
+    **environment: Any,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m engine` as its own process, for the tests that kill it."""
+    """`python -m engine` as its own process, for the tests that kill it or scrape it;
+    `args` are more of its command line."""
     config = dirs.work.parent / f"engine-{time.monotonic_ns()}.yaml"
     config.write_text(yaml.safe_dump(engine_yaml(dirs, engine, **environment)))
     env = {**os.environ, **pg_env, "ENGINE_CONFIG": str(config), "LOG_LEVEL": "INFO"}
     log = (dirs.work.parent / "engine.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "--work-root", str(dirs.work)],
+        [sys.executable, "-m", "engine", "--work-root", str(dirs.work), *args],
         cwd=ROOT,
         env=env,
         stdout=log,

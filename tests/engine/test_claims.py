@@ -126,7 +126,7 @@ def test_a_job_of_the_original_engine_is_never_taken_over(
     # The original engine claims nothing: a job it runs has no lease, however long it takes.
     db.execute("UPDATE jobs SET status = 40 WHERE workflowid = :j", j=job_id)
     engine = run_engine()
-    wait_for(lambda: engine.queue.heartbeat("ocean-compute", {}, 0) == 0)
+    wait_for(lambda: engine.queue.heartbeat("ocean-compute", {}, 0).claimable == 0)
     row = job_row(db, job_id)
     assert (row["status"], row["engine"], row["finished"]) == (40, None, False)
 
