@@ -5,14 +5,12 @@ test kills it), and read back through the real status and getResult functions.""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from engine.engine import Engine
 from engine.results import remove_tree
 from engine.sandbox import SandboxRunner
 from tests.conftest import ENVIRONMENT, ROOT
+from tests.jobrows import wait_for
 from tests.provider import OWNER, PROVIDER, stage, start_body
 from tests.sandbox import require_bubblewrap
 
@@ -192,51 +191,6 @@ def start_job(start: FlaskClient, workflow_stage: dict[str, Any], agreement: str
     assert answer.status_code == 200, answer.json
     job_id: str = answer.json[0]["jobId"]
     return job_id
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def job_row(db: Database, job_id: str) -> dict[str, Any]:
-    rows = db.query(
-        """SELECT status, statustext, stopreq, datefinished IS NOT NULL, outputsurl, engine
-           FROM jobs WHERE workflowid = :j""",
-        j=job_id,
-    )
-    status, text, stopreq, finished, outputs, engine = rows[0]
-    return {
-        "status": status,
-        "statusText": text,
-        "stopreq": stopreq,
-        "finished": finished,
-        "outputs": json.loads(outputs) if outputs else None,
-        "engine": engine,
-    }
-
-
-def wait_finished(db: Database, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    wait_for(lambda: job_row(db, job_id)["finished"], timeout, f"job {job_id} to finish")
-    return job_row(db, job_id)
-
-
-def published_path(entry: dict[str, Any]) -> Path:
-    """Where an outputsurl entry's file:// URL points."""
-    return Path(urllib.parse.unquote(urllib.parse.urlparse(entry["url"]).path))
-
-
-def log_of(row: dict[str, Any], kind: str) -> str:
-    """A published log's text, read from where its outputsurl entry points."""
-    for entry in row["outputs"] or []:
-        if entry["type"] == kind:
-            return published_path(entry).read_text()
-    raise AssertionError(f"no {kind} published")
 
 
 def signed_status(status: FlaskClient, job_id: str) -> dict[str, Any]:

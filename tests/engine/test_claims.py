@@ -17,13 +17,10 @@ from tests.engine.conftest import (
     Dirs,
     algorithm_stage,
     engine_process,
-    job_row,
-    log_of,
     start_job,
-    wait_finished,
-    wait_for,
 )
 from tests.engine.test_stops_and_timeouts import WRITE_THEN_SLEEP, processes_with
+from tests.jobrows import job_row, log_of, wait_finished, wait_for
 
 
 def test_two_engines_run_fifty_jobs_each_exactly_once(

@@ -23,13 +23,10 @@ from engine.results import remove_tree
 from tests import storage
 from tests.engine.conftest import (
     algorithm_stage,
-    job_row,
-    log_of,
     start_job,
-    wait_finished,
-    wait_for,
 )
 from tests.engine.test_stops_and_timeouts import stop_job
+from tests.jobrows import job_row, log_of, wait_finished, wait_for
 
 IMAGE = "localhost/operator-test-busybox"
 TAG = "1"

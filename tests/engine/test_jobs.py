@@ -17,13 +17,10 @@ from tests.engine.conftest import (
     Dirs,
     algorithm_stage,
     get_result,
-    log_of,
-    published_path,
     signed_status,
     start_job,
-    wait_finished,
-    wait_for,
 )
+from tests.jobrows import log_of, published_path, wait_finished, wait_for
 
 SUM_COLUMN = """
 import json, os, pathlib

@@ -25,12 +25,10 @@ from tests.engine.conftest import (
     algorithm_stage,
     engine_process,
     engine_yaml,
-    job_row,
     start_job,
-    wait_finished,
-    wait_for,
 )
 from tests.engine.test_stops_and_timeouts import stop_job
+from tests.jobrows import job_row, wait_finished, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

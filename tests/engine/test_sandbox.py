@@ -17,11 +17,9 @@ from tests import storage
 from tests.engine.conftest import (
     Dirs,
     algorithm_stage,
-    log_of,
-    published_path,
     start_job,
-    wait_finished,
 )
+from tests.jobrows import log_of, published_path, wait_finished
 
 SECRET = "sandbox-test-secret-" + os.urandom(6).hex()
 

@@ -20,12 +20,9 @@ from tests.engine.conftest import (
     Dirs,
     algorithm_stage,
     get_result,
-    job_row,
-    log_of,
     start_job,
-    wait_finished,
-    wait_for,
 )
+from tests.jobrows import job_row, log_of, wait_finished, wait_for
 from tests.provider import PROVIDER
 
 WRITE_THEN_SLEEP = """

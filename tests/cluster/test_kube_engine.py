@@ -1,0 +1,211 @@
+"""The engine with its Kubernetes runner: jobs started through the real start function (which
+registers their WorkFlows), run by an `Engine` whose stages are batch Jobs on the real Job
+controller, with kwok in the kubelet's place (tests/cluster/test_kube_runner.py says what that
+leaves unproven). kwok runs nothing, so no stage writes a file: configure "succeeds" without
+fetching, and there are no outputs to publish; each job still ends at 70 with its logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from common.config import Settings
+from common.db import Database
+from engine.__main__ import build_runner
+from engine.config import EngineConfig
+from engine.engine import Engine
+from local.controlplane import JOBS_NAMESPACE, ControlPlane
+from tests.conftest import ENVIRONMENT
+from tests.jobrows import job_row, log_of, wait_finished, wait_for
+from tests.provider import PROVIDER, stage, start_body
+
+COMPUTE = "/api/v1/operator/compute"
+AsFunction = Callable[..., FlaskClient]
+
+
+@pytest.fixture
+def engine_settings(settings: Settings, workloads: ControlPlane, tmp_path: Path) -> Settings:
+    results = tmp_path / "results"
+    results.mkdir()
+    return settings.replace(
+        cluster="kubeconfig", kubeconfig=workloads.admin_kubeconfig, results_root=results
+    )
+
+
+@pytest.fixture
+def run_engine(
+    engine_settings: Settings, tmp_path: Path, db: Database
+) -> Iterator[Callable[..., Engine]]:
+    """Start engines with the Kubernetes runner; each is closed at the end of the test."""
+    running: list[tuple[Engine, threading.Thread, Database]] = []
+
+    def run(**environment: Any) -> Engine:
+        raw = {
+            "environments": [{"id": ENVIRONMENT, "maxJobs": 2, **environment}],
+            "engine": {
+                "leaseSeconds": 2,
+                "heartbeatSeconds": 1,
+                "pollSeconds": 1,
+                "sweepSeconds": 1,
+                "workRoot": str(tmp_path / "work"),
+                "kubernetes": {
+                    "image": "ghcr.io/operator-service/operator-service:test",
+                    "jobsClaim": "operator-jobs",
+                    "resultsClaim": "operator-results",
+                    "pendingSeconds": 5,
+                },
+            },
+        }
+        config = EngineConfig.parse(raw, engine_settings, work_root=tmp_path / "work")
+        config.work_root.mkdir(parents=True, exist_ok=True)
+        engine_db = Database(engine_settings)
+        engine = Engine(config, engine_db, build_runner(config, engine_settings))
+        thread = threading.Thread(target=engine.run, name="kube-engine")
+        thread.start()
+        running.append((engine, thread, engine_db))
+        wait_for(lambda: db.query("SELECT 1 FROM envs WHERE namespace = :n", n=ENVIRONMENT))
+        return engine
+
+    yield run
+    for engine, thread, engine_db in running:
+        engine.close()
+        thread.join(timeout=60)
+        engine_db.close()
+
+
+def start_job(as_function: AsFunction, image: str, tag: str) -> str:
+    algorithm = {
+        "id": "did:op:algo",
+        "rawcode": "print(1)",
+        "container": {"image": image, "tag": tag, "entrypoint": "python $ALGO"},
+    }
+    body = start_body(os.urandom(8).hex(), workflow={"stages": [stage(algorithm=algorithm)]})
+    response = as_function("start").post(COMPUTE, json=body)
+    assert response.status_code == 200, response.json
+    job_id: str = response.json[0]["jobId"]
+    return job_id
+
+
+def jobs_of(plane: ControlPlane, job_id: str) -> list[dict[str, Any]]:
+    found = plane.kubectl(
+        "get", "jobs", "-n", JOBS_NAMESPACE, "-l", f"workflow={job_id}", "-o", "json"
+    )
+    items: list[dict[str, Any]] = json.loads(found)["items"]
+    return items
+
+
+def test_a_job_runs_to_70_as_kubernetes_jobs_and_leaves_none(
+    as_function: AsFunction,
+    db: Database,
+    workloads: ControlPlane,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine()
+    job_id = start_job(as_function, "harness/exit", "0")
+    row = wait_finished(db, job_id)
+    assert (row["status"], row["stopreq"]) == (70, 0)
+    configure = log_of(row, "configrationLog")
+    assert "configure starts: Kubernetes Job" in configure
+    algorithm = log_of(row, "algorithmLog")
+    assert "image harness/exit:0" in algorithm and "exited with code 0" in algorithm
+    wait_for(lambda: not jobs_of(workloads, job_id), what="the finished job's Jobs to go")
+
+
+def test_a_failing_algorithm_ends_the_job_at_once(
+    as_function: AsFunction, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    run_engine()
+    job_id = start_job(as_function, "harness/exit", "1")
+    row = wait_finished(db, job_id, timeout=30)
+    assert row["status"] == 70
+    assert "exited with code 1" in log_of(row, "algorithmLog")
+
+
+def test_the_deadline_ends_the_algorithm_with_stopreq_2(
+    as_function: AsFunction, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    run_engine(maxJobDuration=3)
+    job_id = start_job(as_function, "harness/sleep", "1")
+    row = wait_finished(db, job_id, timeout=60)
+    assert (row["status"], row["stopreq"]) == (70, 2)
+    assert "killed at its deadline" in log_of(row, "algorithmLog")
+
+
+def test_a_stop_ends_the_running_algorithm(
+    as_function: AsFunction,
+    db: Database,
+    workloads: ControlPlane,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine()
+    job_id = start_job(as_function, "harness/sleep", "1")
+    wait_for(lambda: job_row(db, job_id)["status"] == 40, what="the algorithm to run")
+    wait_for(
+        lambda: any(
+            job["metadata"]["labels"]["component"] == "algorithm"
+            for job in jobs_of(workloads, job_id)
+        ),
+        what="its Job",
+    )
+    stopped = as_function("stop").put(COMPUTE, query_string=PROVIDER.signed(job_id=job_id))
+    assert stopped.status_code == 200, stopped.json
+    row = wait_finished(db, job_id, timeout=60)
+    assert (row["status"], row["stopreq"]) == (70, 1)
+    assert "stopped on request" in log_of(row, "algorithmLog")
+    wait_for(lambda: not jobs_of(workloads, job_id), what="its Jobs to go")
+
+
+def test_a_pod_that_cannot_be_scheduled_ends_the_job_with_the_reason(
+    as_function: AsFunction, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    run_engine(cpuNumber=64)  # the algorithm asks for 64 CPUs, the fake node has 16
+    job_id = start_job(as_function, "harness/exit", "0")
+    row = wait_finished(db, job_id, timeout=60)
+    assert row["status"] == 70
+    text = log_of(row, "algorithmLog")
+    assert "stayed Pending" in text and "Insufficient cpu" in text
+
+
+def test_an_engine_restarted_mid_algorithm_takes_over_its_running_job(
+    as_function: AsFunction,
+    db: Database,
+    workloads: ControlPlane,
+    run_engine: Callable[..., Engine],
+) -> None:
+    """The first engine shuts down while the algorithm's Job runs: the Job keeps running, and
+    the engine started next resumes it (the same Job, not a second run) to its deadline."""
+    first = run_engine(maxJobDuration=8)
+    job_id = start_job(as_function, "harness/sleep", "1")
+    wait_for(lambda: job_row(db, job_id)["status"] == 40, what="the algorithm to run")
+
+    def algorithm_job() -> dict[str, Any] | None:
+        found = [
+            j
+            for j in jobs_of(workloads, job_id)
+            if j["metadata"]["labels"]["component"] == "algorithm"
+        ]
+        return found[0] if found else None
+
+    uid = wait_for(algorithm_job, what="its Job")["metadata"]["uid"]
+    first.close()
+    wait_for(
+        lambda: db.query("SELECT leaseuntil < NOW() FROM jobs WHERE workflowid = :j", j=job_id)[0][
+            0
+        ],
+        what="the first engine to let the job go",
+    )  # at 40, its lease lapsed at once
+    second = run_engine(maxJobDuration=8)
+    wait_for(lambda: job_row(db, job_id)["engine"] == second.id, what="the takeover")
+    still = algorithm_job()
+    assert still is not None and still["metadata"]["uid"] == uid
+    row = wait_finished(db, job_id, timeout=60)
+    assert (row["status"], row["stopreq"]) == (70, 2)
+    text = log_of(row, "algorithmLog")
+    assert "this engine takes it over" in text and "killed at its deadline" in text
