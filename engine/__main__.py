@@ -24,6 +24,7 @@ from engine.kube import KubeRunner
 from engine.runner import Runner
 from engine.sandbox import SandboxRunner, SandboxUnavailable
 from engine.server import StatusServer
+from engine.workflows import WorkflowMirror
 
 log = logging.getLogger("engine")
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings)
     db = Database(settings)
-    engine = Engine(config, db, runner)
+    workflows = None if settings.cluster == "off" else WorkflowMirror(api_client(settings))
+    engine = Engine(config, db, runner, workflows=workflows)
     status = None
     if args.listen:
         host, port = args.listen

@@ -25,6 +25,7 @@ from engine.machine import Abandoned, Context, JobRun
 from engine.queue import Backlog, Claimed, LeaseLost, Queue
 from engine.results import ResultsStore
 from engine.runner import Runner
+from engine.workflows import WorkflowMirror
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Engine:
         *,
         engine_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        workflows: WorkflowMirror | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -51,6 +53,7 @@ class Engine:
             queue=self.queue,
             runner=runner,
             results=ResultsStore(config.results_root),
+            workflows=workflows,
         )
         self.clock = clock
         self.runs: dict[str, JobRun] = {}
@@ -146,12 +149,15 @@ class Engine:
                 run.stop_requested.set()
 
     def sweep(self) -> None:
-        """Delete the results of finished jobs past their environment's storage expiry."""
+        """Delete the results of finished jobs past their environment's storage expiry, and
+        their WorkFlows."""
         results = self.context.results
         for env in self.config.environments:
             for job_id in self.queue.expired(env.namespace, env.storage_expiry):
                 results.delete(job_id)
                 self.queue.mark_expired(job_id)
+                if self.context.workflows is not None:  # and whatever it still owns
+                    self.context.workflows.delete(job_id, env.namespace)
                 log.info("job %s: results expired and deleted", job_id)
 
     def close(self) -> None:

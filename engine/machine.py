@@ -28,11 +28,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from common.jobs import STATUS_TEXTS
 from engine import metrics
 from engine.config import EngineConfig, Environment
 from engine.queue import Claimed, Queue
 from engine.results import ResultsStore, remove_tree
 from engine.runner import Ending, Limits, Outcome, Runner, Stage, StageSpec
+from engine.workflows import WorkflowMirror
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Context:
     queue: Queue
     runner: Runner[Any]
     results: ResultsStore
+    workflows: WorkflowMirror | None = None  # where a cluster holds the jobs' WorkFlows
 
 
 class JobRun:
@@ -234,6 +237,7 @@ class JobRun:
         self.ctx.runner.cleanup(self.job_id)
         entries = results.entries(self.job_id, with_outputs=published)
         self.ctx.queue.finish(self.job_id, entries)
+        self.mirror(70, 2 if self.outcome == "timeout" else None)
         metrics.finished(self.env.namespace, self.outcome)
         remove_tree(self.data)
         log.info("job %s finished with %d published file(s)", self.job_id, len(entries))
@@ -247,6 +251,7 @@ class JobRun:
             self.ctx.queue.finish(
                 self.job_id, self.ctx.results.entries(self.job_id, with_outputs=False)
             )
+            self.mirror(70)
             metrics.finished(self.env.namespace, "engine_error")
         except Exception:
             log.exception("job %s: could not end it; left for a takeover", self.job_id)
@@ -256,6 +261,17 @@ class JobRun:
     def persist(self, status: int, *, stopreq: int | None = None) -> None:
         self.ctx.queue.set_status(self.job_id, status, stopreq=stopreq)
         self.status = status
+        self.mirror(status, stopreq)
+
+    def mirror(self, status: int, stopreq: int | None = None) -> None:
+        """The status just persisted, into the job's WorkFlow (when there is a cluster)."""
+        if self.ctx.workflows is None:
+            return
+        if stopreq is None:
+            stopreq = 1 if self.stop_requested.is_set() else 0
+        self.ctx.workflows.status(
+            self.job_id, self.env.namespace, status, STATUS_TEXTS[status], stopreq
+        )
 
     def to_publish(self, stage: Stage, why: str) -> int:
         """A stop ended the job before or during `stage`."""

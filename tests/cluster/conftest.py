@@ -28,6 +28,7 @@ ACCOUNTS = {
     "list": "operator-list",
     "result": "operator-result",
     "admin_init": "operator-admin-init",
+    "engine": "operator-engine",
 }
 
 

@@ -16,13 +16,15 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from common.cluster import api_client
 from common.config import Settings
 from common.db import Database
 from engine.__main__ import build_runner
 from engine.config import EngineConfig
 from engine.engine import Engine
+from engine.workflows import WorkflowMirror
 from local.controlplane import JOBS_NAMESPACE, ControlPlane
-from tests.conftest import ENVIRONMENT
+from tests.conftest import ADMIN_SECRET, ENVIRONMENT
 from tests.jobrows import job_row, log_of, wait_finished, wait_for
 from tests.provider import PROVIDER, stage, start_body
 
@@ -31,11 +33,15 @@ AsFunction = Callable[..., FlaskClient]
 
 
 @pytest.fixture
-def engine_settings(settings: Settings, workloads: ControlPlane, tmp_path: Path) -> Settings:
+def engine_settings(
+    settings: Settings, workloads: ControlPlane, kubeconfigs: dict[str, Path], tmp_path: Path
+) -> Settings:
+    """The engine calls Kubernetes as its own ServiceAccount, with deploy/knative/rbac.yaml's
+    Role: every test here also proves that Role is enough."""
     results = tmp_path / "results"
     results.mkdir()
     return settings.replace(
-        cluster="kubeconfig", kubeconfig=workloads.admin_kubeconfig, results_root=results
+        cluster="kubeconfig", kubeconfig=kubeconfigs["engine"], results_root=results
     )
 
 
@@ -66,7 +72,12 @@ def run_engine(
         config = EngineConfig.parse(raw, engine_settings, work_root=tmp_path / "work")
         config.work_root.mkdir(parents=True, exist_ok=True)
         engine_db = Database(engine_settings)
-        engine = Engine(config, engine_db, build_runner(config, engine_settings))
+        engine = Engine(
+            config,
+            engine_db,
+            build_runner(config, engine_settings),
+            workflows=WorkflowMirror(api_client(engine_settings)),
+        )
         thread = threading.Thread(target=engine.run, name="kube-engine")
         thread.start()
         running.append((engine, thread, engine_db))
@@ -93,6 +104,18 @@ def start_job(as_function: AsFunction, image: str, tag: str) -> str:
     return job_id
 
 
+def workflow_of(plane: ControlPlane, job_id: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = json.loads(
+            plane.kubectl("get", "workflows", job_id, "-n", JOBS_NAMESPACE, "-o", "json")
+        )
+    except RuntimeError as error:
+        if "NotFound" in str(error):
+            return None
+        raise
+    return found
+
+
 def jobs_of(plane: ControlPlane, job_id: str) -> list[dict[str, Any]]:
     found = plane.kubectl(
         "get", "jobs", "-n", JOBS_NAMESPACE, "-l", f"workflow={job_id}", "-o", "json"
@@ -116,6 +139,28 @@ def test_a_job_runs_to_70_as_kubernetes_jobs_and_leaves_none(
     algorithm = log_of(row, "algorithmLog")
     assert "image harness/exit:0" in algorithm and "exited with code 0" in algorithm
     wait_for(lambda: not jobs_of(workloads, job_id), what="the finished job's Jobs to go")
+    status = workflow_of(workloads, job_id)["status"]
+    assert status == {"status": 70, "statusText": "Job finished", "stopreq": 0}
+
+
+def test_a_workflow_is_deleted_when_its_results_expire(
+    as_function: AsFunction,
+    db: Database,
+    workloads: ControlPlane,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine(storageExpiry=1)
+    job_id = start_job(as_function, "harness/exit", "0")
+    wait_finished(db, job_id)
+    wait_for(
+        lambda: workflow_of(workloads, job_id) is None, what="the expired job's WorkFlow to go"
+    )
+    assert (
+        job_id
+        not in as_function("list")
+        .get("/api/v1/operator/list", headers={"Admin": ADMIN_SECRET})
+        .json
+    )
 
 
 def test_a_failing_algorithm_ends_the_job_at_once(

@@ -20,6 +20,8 @@ from tests.provider import stage
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 RESOURCES = (
     ("oceanprotocol.com", "workflows", ""),
+    ("oceanprotocol.com", "workflows", "status"),
+    ("batch", "jobs", ""),
     ("", "pods", ""),
     ("", "pods", "log"),
     ("", "secrets", ""),
@@ -32,6 +34,18 @@ NEEDS = {
     "result": {("list", "pods", ""), ("get", "pods", "log")},
     "status": set(),
     "admin_init": set(),
+    # The engine's Kubernetes runner and its WorkFlow mirror (engine/kube.py, workflows.py).
+    "engine": {
+        ("create", "jobs", ""),
+        ("get", "jobs", ""),
+        ("delete", "jobs", ""),
+        ("deletecollection", "jobs", ""),
+        ("list", "pods", ""),
+        ("get", "pods", "log"),
+        ("get", "workflows", ""),
+        ("delete", "workflows", ""),
+        ("patch", "workflows", "status"),
+    },
 }
 
 
@@ -97,7 +111,8 @@ def test_each_allowed_call_works(
             "namespace": "ocean-compute",
             "labels": {"workflow": "rbac0job", "component": "configure"},
         },
-        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        # Left unscheduled, as without a kubelet: the cluster tier may run a scheduler.
+        "spec": {"schedulerName": "none", "containers": [{"name": "c", "image": "busybox"}]},
     }
     control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
     assert cluster("result").pod_log("rbac0job", "configure", "ocean-compute") == ""
@@ -118,3 +133,22 @@ def test_a_call_outside_the_role_is_forbidden(kubeconfigs: dict[str, Path]) -> N
             cluster_object(workflow_document("rbac1job", "ocean-compute", stage(), 1)),
         )
     assert refused.value.status == 403
+
+
+def test_the_engine_may_not_go_past_its_role(kubeconfigs: dict[str, Path]) -> None:
+    """It makes Jobs, never bare pods; it never reads Secrets; it writes a WorkFlow's status,
+    never the WorkFlow; and nothing outside the jobs' namespace."""
+    api = api_client(kubeconfigs["engine"])
+    pod = {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+    refusals = [
+        lambda: client.CoreV1Api(api).create_namespaced_pod("ocean-compute", pod),
+        lambda: client.CoreV1Api(api).list_namespaced_secret("ocean-compute"),
+        lambda: client.BatchV1Api(api).list_namespaced_job("ocean-operator"),
+        lambda: client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "oceanprotocol.com", "v1alpha", "ocean-compute", "workflows", "x", {"spec": {}}
+        ),
+    ]
+    for call in refusals:
+        with pytest.raises(ApiException) as refused:
+            call()
+        assert refused.value.status == 403

@@ -103,7 +103,11 @@ def test_logs_find_the_stage_pod_by_its_labels(
             "namespace": "ocean-compute",
             "labels": {"workflow": job["jobId"], "component": "algorithm"},
         },
-        "spec": {"containers": [{"name": "algo", "image": "python:3.11"}]},
+        # Left unscheduled, as without a kubelet: the cluster tier may run a scheduler.
+        "spec": {
+            "schedulerName": "none",
+            "containers": [{"name": "algo", "image": "python:3.11"}],
+        },
     }
     control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
     result = as_function("result")
