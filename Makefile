@@ -37,7 +37,8 @@ bump: $(STAMP)
 # Apply everything to the current kube context (README: Deploying).
 deploy:
 	kubectl apply -f deploy/knative/crd.yaml -f deploy/knative/rbac.yaml \
-		-f deploy/knative/config.yaml -f deploy/knative/services.yaml -f deploy/knative/routing.yaml
+		-f deploy/knative/config.yaml -f deploy/knative/services.yaml -f deploy/knative/routing.yaml \
+		-f deploy/knative/engine.yaml
 
 test: $(STAMP) sandbox
 	$(VENV)/bin/hadolint Containerfile

@@ -15,7 +15,7 @@ from local.controlplane import ControlPlane
 
 KNATIVE = Path(__file__).resolve().parents[2] / "deploy" / "knative"
 MODULES = {"knative.dev/serving": "v0.51.0", "sigs.k8s.io/gateway-api": "v1.6.3"}
-MANIFESTS = ("crd.yaml", "rbac.yaml", "config.yaml", "services.yaml", "routing.yaml")
+MANIFESTS = ("crd.yaml", "rbac.yaml", "config.yaml", "services.yaml", "routing.yaml", "engine.yaml")
 
 
 def module_dir(module: str, version: str) -> Path:

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 from common import routes
+from common.config import Settings
+from engine.config import EngineConfig
 
 KNATIVE = Path(__file__).resolve().parents[2] / "deploy" / "knative"
 
@@ -62,3 +64,74 @@ def test_each_function_has_a_service_running_as_its_own_account() -> None:
         assert pod["serviceAccountName"] == "operator-" + env["FUNCTION_TARGET"].replace("_", "-")
         assert (root / env["FUNCTION_SOURCE"].removeprefix("/app/")).is_file()
         assert pod["containerConcurrency"] == int(env["THREADS"])
+
+
+def test_the_engine_runs_its_own_config_as_its_own_account_on_the_shared_claims() -> None:
+    """The Deployment, its engine.yaml (parsed as the engine parses it), the claims and the
+    result function agree on every name and path."""
+    documents = load("engine.yaml")
+    [config_map] = [d for d in documents if d["kind"] == "ConfigMap"]
+    settings = Settings.from_env({"POSTGRES_HOST": "db"}, serves_api=False)
+    raw = yaml.safe_load(config_map["data"]["engine.yaml"])
+    config = EngineConfig.parse(raw, settings, work_root=Path("/unused"))
+    kube = config.kubernetes
+    assert kube is not None
+
+    [deployment] = [d for d in documents if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    accounts = {d["metadata"]["name"] for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"}
+    assert pod["serviceAccountName"] == "operator-engine" in accounts
+    assert deployment["spec"]["replicas"] == 2
+    [container] = pod["containers"]
+    claims = {
+        volume["name"]: volume["persistentVolumeClaim"]["claimName"]
+        for volume in pod["volumes"]
+        if "persistentVolumeClaim" in volume
+    }
+    mounted = {
+        claims[m["name"]]: m["mountPath"] for m in container["volumeMounts"] if m["name"] in claims
+    }
+    assert mounted == {
+        kube.jobs_claim: str(config.work_root),
+        kube.results_claim: str(config.results_root),
+    }
+    assert container["command"][container["command"].index("--work-root") + 1] == str(
+        config.work_root
+    )
+    assert "POSTGRES_PASSWORD" in {e["name"] for e in container["env"]}
+    assert "ALLOWED_ADMINS" not in str(container)  # the engine gets no API secret
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsUser"] == kube.uid  # the stage pods' uid
+
+    # Each claim exists where it is mounted: the service's namespace and the jobs'.
+    claimed = {
+        (d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in documents
+        if d["kind"] == "PersistentVolumeClaim"
+    }
+    for claim in (kube.jobs_claim, kube.results_claim):
+        assert {("ocean-operator", claim), ("ocean-compute", claim)} <= claimed
+
+    [result] = [s for s in load("services.yaml") if s["metadata"]["name"] == "operator-result"]
+    [function] = result["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in function["env"]}
+    assert env["RESULTS_ROOT"] == str(config.results_root)
+    assert {"name": "results", "mountPath": str(config.results_root), "readOnly": True} in function[
+        "volumeMounts"
+    ]
+
+
+def test_stage_pods_get_no_ingress_and_denied_egress_when_labelled() -> None:
+    policies = {
+        d["metadata"]["name"]: d["spec"]
+        for d in load("engine.yaml")
+        if d["kind"] == "NetworkPolicy"
+    }
+    ingress = policies["operator-stages-no-ingress"]
+    assert ingress["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "operator-engine"
+    }
+    assert ingress["policyTypes"] == ["Ingress"] and "ingress" not in ingress
+    egress = policies["operator-stages-no-egress"]
+    assert egress["podSelector"]["matchLabels"] == {"egress": "denied"}
+    assert egress["policyTypes"] == ["Egress"] and "egress" not in egress
