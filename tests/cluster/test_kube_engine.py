@@ -52,7 +52,10 @@ def run_engine(
     """Start engines with the Kubernetes runner; each is closed at the end of the test."""
     running: list[tuple[Engine, threading.Thread, Database]] = []
 
-    def run(**environment: Any) -> Engine:
+    def run(
+        image: str = "ghcr.io/operator-service/operator-service:test", **environment: Any
+    ) -> Engine:
+        """`image` runs configure and publish: kwok completes it unless it is a harness's."""
         raw = {
             "environments": [{"id": ENVIRONMENT, "maxJobs": 2, **environment}],
             "engine": {
@@ -62,7 +65,7 @@ def run_engine(
                 "sweepSeconds": 1,
                 "workRoot": str(tmp_path / "work"),
                 "kubernetes": {
-                    "image": "ghcr.io/operator-service/operator-service:test",
+                    "image": image,
                     "jobsClaim": "operator-jobs",
                     "resultsClaim": "operator-results",
                     "pendingSeconds": 5,
@@ -254,3 +257,78 @@ def test_an_engine_restarted_mid_algorithm_takes_over_its_running_job(
     assert (row["status"], row["stopreq"]) == (70, 2)
     text = log_of(row, "algorithmLog")
     assert "this engine takes it over" in text and "killed at its deadline" in text
+
+
+def test_a_stop_while_configuring_ends_the_job(
+    as_function: AsFunction,
+    db: Database,
+    workloads: ControlPlane,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine(image="harness/sleep:1")  # configure never ends by itself
+    job_id = start_job(as_function, "harness/exit", "0")
+    wait_for(lambda: jobs_of(workloads, job_id), what="the configure Job")
+    stopped = as_function("stop").put(COMPUTE, query_string=PROVIDER.signed(job_id=job_id))
+    assert stopped.status_code == 200, stopped.json
+    row = wait_finished(db, job_id, timeout=60)
+    assert (row["status"], row["stopreq"]) == (70, 1)
+    assert "stopped on request while configuring" in log_of(row, "configrationLog")
+    wait_for(lambda: not jobs_of(workloads, job_id), what="its Jobs to go")
+
+
+def test_a_stop_while_publishing_ends_the_job_with_its_logs(
+    as_function: AsFunction,
+    db: Database,
+    workloads: ControlPlane,
+    run_engine: Callable[..., Engine],
+    tmp_path: Path,
+) -> None:
+    """kwok's pods write nothing, so the test leaves the output that makes the engine publish,
+    in the job's folder on the (stand-in) shared volume, while configure runs."""
+    run_engine(image="harness/slow-publish:1")  # configure ends, publish does not
+    job_id = start_job(as_function, "harness/exit", "0")
+    folder = tmp_path / "work" / job_id
+    wait_for(lambda: (folder / "ddos" / "workflow.json").exists(), what="configure to start")
+    (folder / "outputs").mkdir()
+    (folder / "outputs" / "result.txt").write_text("42\n")
+    wait_for(lambda: job_row(db, job_id)["status"] == 60, timeout=60, what="publishing")
+    wait_for(
+        lambda: any(
+            j["metadata"]["labels"]["component"] == "publish" for j in jobs_of(workloads, job_id)
+        ),
+        what="the publish Job",
+    )
+    stopped = as_function("stop").put(COMPUTE, query_string=PROVIDER.signed(job_id=job_id))
+    assert stopped.status_code == 200, stopped.json
+    row = wait_finished(db, job_id, timeout=60)
+    assert (row["status"], row["stopreq"]) == (70, 1)
+    assert "publish stopped on request" in log_of(row, "publishLog")
+    assert [e["type"] for e in row["outputs"]] == ["configrationLog", "algorithmLog", "publishLog"]
+    wait_for(lambda: not jobs_of(workloads, job_id), what="its Jobs to go")
+
+
+def test_two_engines_share_the_jobs_each_stage_one_job(
+    as_function: AsFunction,
+    db: Database,
+    workloads: ControlPlane,
+    run_engine: Callable[..., Engine],
+) -> None:
+    """Two replicas: each job is claimed by one of them, and each stage is one Job (its name
+    is the jobId and the stage, which the API server keeps unique)."""
+    engines = {run_engine(maxJobDuration=4).id, run_engine(maxJobDuration=4).id}
+    jobs = [start_job(as_function, "harness/sleep", "1") for _ in range(4)]
+    wait_for(
+        lambda: all(job_row(db, job_id)["status"] == 40 for job_id in jobs),
+        timeout=60,
+        what="every algorithm to run",
+    )
+    for job_id in jobs:
+        algorithm = [
+            j
+            for j in jobs_of(workloads, job_id)
+            if j["metadata"]["labels"]["component"] == "algorithm"
+        ]
+        assert len(algorithm) == 1
+    assert {job_row(db, job_id)["engine"] for job_id in jobs} == engines  # both took some
+    for job_id in jobs:
+        assert wait_finished(db, job_id, timeout=60)["stopreq"] == 2
