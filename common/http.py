@@ -32,7 +32,7 @@ from common.errors import (
     ServiceError,
     Unavailable,
 )
-from common.runtime import Runtime
+from common.runtime import Chore, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,13 @@ MAX_JSON_DEPTH = 64
 JSON_STRUCTURE = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)
 
 
-def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
+def function(
+    name: str, handlers: Mapping[tuple[str, str], Handler], chores: tuple[Chore, ...] = ()
+) -> Entry:
     """The entry point of function `name`; `handlers` maps (method, path under the API prefix)
-    to a handler, and must cover exactly this function's routes in the route table."""
+    to a handler, and must cover exactly this function's routes in the route table. Its
+    `chores`, and the pruning of nonces every function does, start with its first request."""
+    chores = (runtime.NONCE_PRUNING, *chores)
     own = {(route.method, route.path) for route in routes.of_function(name)}
     table = {
         (method, routes.PREFIX + path): handler for (method, path), handler in handlers.items()
@@ -86,7 +90,9 @@ def function(name: str, handlers: Mapping[tuple[str, str], Handler]) -> Entry:
                 raise NotFound(
                     f"{route.method} {route.path} is served by the {route.function} function"
                 )
-            return handler(request, _runtime())
+            rt = _runtime()
+            runtime.start_chores(chores)
+            return handler(request, rt)
         except ServiceError as exc:
             return error_response(exc)
         except Exception as exc:  # a bug: say where, never what (values may be private)

@@ -18,7 +18,7 @@ from common.cluster import GROUP, VERSION
 from common.db import Row
 from common.errors import BadRequest, Gone, NotFound, ServiceError
 from common.payloads import ResultRequest, StartRequest
-from common.runtime import Runtime
+from common.runtime import Chore, Runtime
 from common.store import JobFilter, NewJob
 
 log = logging.getLogger(__name__)
@@ -224,3 +224,24 @@ def _remove_quietly(rt: Runtime, job_id: str, namespace: str) -> None:
         rt.cluster.remove(job_id, namespace)
     except ServiceError:
         log.error("WorkFlow %s/%s is registered but its job was not stored", namespace, job_id)
+
+
+# The storage expiry the original engine's deployments use when STORAGE_EXPIRY is unset.
+DEFAULT_STORAGE_EXPIRY = 7 * 24 * 3600
+
+
+def sweep_workflows(rt: Runtime) -> None:
+    """Delete the WorkFlows of jobs the original engine finished, once their results expire:
+    it never deletes them, and our engine deletes only its own. Each is marked once done, so
+    the sweep reads only what is left to do."""
+    if rt.cluster.mode == "off":
+        return
+    expiry = rt.settings.storage_expiry or DEFAULT_STORAGE_EXPIRY
+    for job_id, namespace in store.foreign_expired(rt.db, expiry):
+        rt.cluster.remove(job_id, namespace or rt.settings.default_namespace)
+        store.mark_workflow_deleted(rt.db, job_id)
+        log.info("job %s: WorkFlow deleted at its storage expiry", job_id)
+
+
+# The stop function's chore: its account is allowed to delete WorkFlows.
+WORKFLOW_SWEEP = Chore("workflow-sweeper", 60, sweep_workflows)

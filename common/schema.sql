@@ -108,6 +108,9 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS leaseuntil timestamp without time zone
 -- Set when the expiry sweep deleted the job's results: getResult answers 410 from then on.
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS resultsexpired timestamp without time zone;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (datefinished) WHERE resultsexpired IS NULL;
+-- Set when the service deleted the WorkFlow of a job the original engine ran, at its storage
+-- expiry (our engine deletes its own jobs' WorkFlows, and sets resultsexpired).
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS workflowdeleted timestamp without time zone;
 
 -- Engines LISTEN: a new job wakes them at once (polling stays the fallback), and a stop
 -- reaches the engine running the job within the moment, whatever stage it is in.

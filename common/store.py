@@ -157,6 +157,24 @@ def mark_removed(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
     return [(job_id, namespace) for job_id, namespace in rows]
 
 
+def foreign_expired(db: Database, expiry_seconds: int, limit: int = 100) -> list[tuple[str, str]]:
+    """(jobId, namespace) of jobs the original engine finished more than `expiry_seconds` ago
+    whose WorkFlows the service has not deleted yet; our engine deletes its own."""
+    rows = db.query(
+        """SELECT workflowid, namespace FROM jobs
+           WHERE resultsexpired IS NULL AND engine IS NULL AND workflowdeleted IS NULL
+               AND datefinished < NOW() - make_interval(secs => :expiry)
+           ORDER BY datefinished LIMIT :limit""",
+        expiry=expiry_seconds,
+        limit=limit,
+    )
+    return [(job_id, namespace) for job_id, namespace in rows]
+
+
+def mark_workflow_deleted(db: Database, job_id: str) -> None:
+    db.execute("UPDATE jobs SET workflowdeleted = NOW() WHERE workflowid = :job", job=job_id)
+
+
 def running_rows(db: Database) -> list[Row]:
     return db.query(
         f"""SELECT {STATUS_COLUMNS}, namespace FROM jobs

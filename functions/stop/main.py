@@ -22,4 +22,8 @@ def delete_jobs(request: Request, rt: Runtime) -> Response:
     return http.json_response(jobs.remove(rt, _signed_jobs(request, rt)))
 
 
-stop = http.function("stop", {("PUT", "/compute"): stop_jobs, ("DELETE", "/compute"): delete_jobs})
+stop = http.function(
+    "stop",
+    {("PUT", "/compute"): stop_jobs, ("DELETE", "/compute"): delete_jobs},
+    chores=(jobs.WORKFLOW_SWEEP,),
+)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from common import jobs, runtime, store
 from common.db import Database
 from local.controlplane import ControlPlane
 from tests.conftest import ADMIN_SECRET
@@ -140,3 +141,32 @@ def test_a_cluster_failure_during_start_leaves_no_job(
     assert (refused.status_code, refused.json) == (503, {"error": "Kubernetes API unavailable"})
     assert db.query("SELECT count(*) FROM jobs") == [[0]]
     assert db.query("SELECT * FROM announce('ocean-compute', '{}', 10)") == []
+
+
+def test_the_stop_function_sweeps_workflows_of_the_original_engines_expired_jobs(
+    as_function: AsFunction, control_plane: ControlPlane, db: Database, env_announced: Any
+) -> None:
+    """The original engine never deletes a WorkFlow: the service does, at the job's storage
+    expiry, as the stop function's account (jobs.WORKFLOW_SWEEP is its chore). Jobs of our
+    engine are left to it, and a job is swept once."""
+    ids = []
+    for agreement in ("sweep-original", "sweep-ours", "sweep-recent"):
+        response = as_function("start").post(COMPUTE, json=start_body(agreement))
+        assert response.status_code == 200, response.json
+        ids.append(response.json[0]["jobId"])
+    original, ours, recent = ids
+    db.execute(
+        """UPDATE jobs SET status = 70, datefinished = NOW() - interval '8 days'
+           WHERE workflowid = ANY(CAST(:ids AS varchar[]))""",
+        ids=[original, ours],
+    )
+    db.execute("UPDATE jobs SET engine = 'engine-x' WHERE workflowid = :j", j=ours)
+    db.execute("UPDATE jobs SET status = 70, datefinished = NOW() WHERE workflowid = :j", j=recent)
+
+    as_function("stop")  # the runtime now calls Kubernetes as the stop function's account
+    sweep = runtime.current()
+    jobs.sweep_workflows(sweep)
+    assert workflow(control_plane, original) is None
+    assert workflow(control_plane, ours) is not None
+    assert workflow(control_plane, recent) is not None
+    assert store.foreign_expired(sweep.db, 7 * 24 * 3600) == []  # marked: not swept again
