@@ -3,7 +3,9 @@
 The signed message format lives in `signed_message` alone. Checks run in the order that keeps a
 forged request from costing anything: signature, then allowlist, and only then the nonce is
 checked (within NONCE_WINDOW of our clock) and consumed (once per signer), so a stranger cannot
-burn the Provider's nonces. Everything fails closed.
+burn the Provider's nonces. A call that changes something consumes its nonce in the transaction
+of its change; a read, in a commit of its own that does not wait for the disk. Everything
+fails closed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from eth_utils.address import to_checksum_address
 
 from common import metrics, store
 from common.config import Settings
-from common.db import Database
+from common.db import Database, Transaction
 from common.errors import BadRequest, ServiceError, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -82,9 +84,20 @@ def _checksummed(address: str) -> str:
     return to_checksum_address(address)
 
 
-def authenticate_provider(settings: Settings, db: Database, call: SignedCall) -> str | None:
-    """Return the signing Provider's address; raise when the call may not proceed.
-    With SIGNATURE_REQUIRED=0 (legacy), nothing is checked and no signer is known."""
+@dataclass(frozen=True)
+class Verified:
+    """A Provider call whose signature, signer and nonce window checked out. Its nonce is
+    consumed by `consume`: in its own asynchronous commit for a call that changes nothing,
+    in the transaction of the change for one that does (contract section 2)."""
+
+    signer: str
+    nonce_ns: int
+    nonce_text: str
+
+
+def verify_provider(settings: Settings, call: SignedCall) -> Verified | None:
+    """Check the signature, the allowlist and the nonce's window; raise when the call may not
+    proceed. None with SIGNATURE_REQUIRED=0 (legacy): nothing is checked, no signer is known."""
     if not settings.signature_required:
         return None
     if not call.signature:
@@ -108,9 +121,32 @@ def authenticate_provider(settings: Settings, db: Database, call: SignedCall) ->
                 "(a nonce is the caller's time.time_ns())"
             ),
         )
-    if not store.consume_nonce(db, signer, nonce_ns):
-        raise _refused("nonce_reused", Unauthorized(f"Nonce {call.nonce.text} was already used"))
-    return signer
+    return Verified(signer, nonce_ns, call.nonce.text)
+
+
+def authenticate_provider(settings: Settings, db: Database, call: SignedCall) -> str | None:
+    """For a call that changes nothing (status, getResult): verify it, and consume its nonce
+    in a commit of its own that does not wait for the disk. A database crash can forget the
+    last moment of such nonces, which lets a read be replayed once: harmless, and it spares
+    every read an fsync. Returns the signer (None in legacy mode)."""
+    verified = verify_provider(settings, call)
+    if verified is None:
+        return None
+    consume(db, verified)
+    return verified.signer
+
+
+def consume(db: Database | Transaction, verified: Verified) -> None:
+    """Use the nonce up, once per signer: on a Database, in an asynchronous commit of its
+    own; in a Transaction, as part of it (committed with the change, or rolled back with it)."""
+    if isinstance(db, Transaction):
+        fresh = store.consume_nonce_in(db, verified.signer, verified.nonce_ns)
+    else:
+        fresh = store.consume_nonce(db, verified.signer, verified.nonce_ns)
+    if not fresh:
+        raise _refused(
+            "nonce_reused", Unauthorized(f"Nonce {verified.nonce_text} was already used")
+        )
 
 
 def nanoseconds(nonce: Nonce) -> int:

@@ -13,7 +13,8 @@ import logging
 import uuid
 from typing import Any
 
-from common import store
+from common import auth, store
+from common.auth import Verified
 from common.cluster import GROUP, VERSION
 from common.db import Row
 from common.errors import BadRequest, Gone, NotFound, ServiceError
@@ -38,7 +39,9 @@ STATUS_TEXTS = {
 ENVIRONMENT_INVALID = "Environment invalid or does not exist"
 
 
-def start(rt: Runtime, order: StartRequest, provider: str | None) -> dict[str, Any]:
+def start(rt: Runtime, order: StartRequest, verified: Verified | None) -> dict[str, Any]:
+    """Store the order as a job and register its WorkFlow; the call's nonce is consumed in the
+    same transaction (verified is None in legacy mode)."""
     env = store.environment(rt.db, order.environment)
     if env is None or not serves_chain(env, order.chain_id):
         raise BadRequest(ENVIRONMENT_INVALID)
@@ -51,12 +54,14 @@ def start(rt: Runtime, order: StartRequest, provider: str | None) -> dict[str, A
         owner=order.owner,
         namespace=order.environment,
         workflow=document,
-        provider=provider,
+        provider=verified.signer if verified else None,
         chain_id=order.chain_id,
     )
     registered = False
     try:
         with rt.db.transaction() as tx:
+            if verified:
+                auth.consume(tx, verified)
             created = store.insert_job(tx, job)
             rt.cluster.register(cluster_object(document))
             registered = True
@@ -83,17 +88,21 @@ def statuses(rt: Runtime, jobs: JobFilter) -> list[dict[str, Any]]:
     return [status_object(row) for row in store.job_rows(rt.db, jobs)]
 
 
-def stop(rt: Runtime, jobs: JobFilter) -> list[dict[str, Any]]:
+def stop(rt: Runtime, jobs: JobFilter, verified: Verified | None) -> list[dict[str, Any]]:
     with rt.db.transaction() as tx:
+        if verified:
+            auth.consume(tx, verified)
         for job_id, namespace in store.request_stop(tx, jobs):
             rt.cluster.mark_stopped(job_id, namespace)
         rows = store.job_rows(tx, jobs)
     return [status_object(row) for row in rows]
 
 
-def remove(rt: Runtime, jobs: JobFilter) -> list[dict[str, Any]]:
+def remove(rt: Runtime, jobs: JobFilter, verified: Verified | None) -> list[dict[str, Any]]:
     """Stop the jobs, then delete their cluster objects and mark them removed."""
     with rt.db.transaction() as tx:
+        if verified:
+            auth.consume(tx, verified)
         store.request_stop(tx, jobs)
         for job_id, namespace in store.mark_removed(tx, jobs):
             rt.cluster.remove(job_id, namespace or rt.settings.default_namespace)

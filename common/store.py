@@ -55,9 +55,23 @@ def apply_schema(db: Database) -> None:
 
 
 def consume_nonce(db: Database, signer: str, nonce_ns: int) -> bool:
-    """True exactly once per (signer, nonce), atomically, even under concurrent requests.
-    The caller has checked that the nonce lies within the window."""
+    """True exactly once per (signer, nonce), atomically, even under concurrent requests; in
+    one statement whose commit does not wait for the WAL to reach the disk (set_config's local
+    value lasts for the statement's own transaction). For calls that change nothing else."""
     rows = db.execute(
+        """WITH quick AS (SELECT set_config('synchronous_commit', 'off', true))
+           INSERT INTO provider_nonces (signer, nonce) SELECT :signer, :nonce FROM quick
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        signer=signer.lower(),
+        nonce=nonce_ns,
+    )
+    return bool(rows)
+
+
+def consume_nonce_in(tx: Transaction, signer: str, nonce_ns: int) -> bool:
+    """The same, inside the transaction of a change: durable with it, or rolled back with it.
+    A concurrent transaction with the same nonce waits on the key, then finds it taken."""
+    rows = tx.run(
         """INSERT INTO provider_nonces (signer, nonce) VALUES (:signer, :nonce)
            ON CONFLICT DO NOTHING RETURNING 1""",
         signer=signer.lower(),

@@ -9,8 +9,8 @@ from common.runtime import Runtime
 
 def create_job(request: Request, rt: Runtime) -> Response:
     order = StartRequest.parse(http.request_data(request, rt.settings))
-    provider = auth.authenticate_provider(rt.settings, rt.db, order.call)
-    return http.json_response([jobs.start(rt, order, provider)])
+    verified = auth.verify_provider(rt.settings, order.call)  # its nonce goes with the job
+    return http.json_response([jobs.start(rt, order, verified)])
 
 
 start = http.function("start", {("POST", "/compute"): create_job})

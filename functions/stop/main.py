@@ -3,23 +3,26 @@
 from flask import Request, Response
 
 from common import auth, http, jobs
+from common.auth import Verified
 from common.payloads import JobQuery
 from common.runtime import Runtime
 from common.store import JobFilter
 
 
-def _signed_jobs(request: Request, rt: Runtime) -> JobFilter:
+def _signed_jobs(request: Request, rt: Runtime) -> tuple[JobFilter, Verified | None]:
+    """The jobs the call names, and the call verified: its nonce is consumed in the
+    transaction of the stop or the removal."""
     query = JobQuery.parse(http.request_data(request, rt.settings), request.method)
-    auth.authenticate_provider(rt.settings, rt.db, query.call)
-    return query.signed_jobs(rt.settings.signature_required)
+    verified = auth.verify_provider(rt.settings, query.call)
+    return query.signed_jobs(rt.settings.signature_required), verified
 
 
 def stop_jobs(request: Request, rt: Runtime) -> Response:
-    return http.json_response(jobs.stop(rt, _signed_jobs(request, rt)))
+    return http.json_response(jobs.stop(rt, *_signed_jobs(request, rt)))
 
 
 def delete_jobs(request: Request, rt: Runtime) -> Response:
-    return http.json_response(jobs.remove(rt, _signed_jobs(request, rt)))
+    return http.json_response(jobs.remove(rt, *_signed_jobs(request, rt)))
 
 
 stop = http.function(

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from common import store
 from common.db import Database
-from tests.provider import PROVIDER, STRANGER, Provider
+from tests.provider import PROVIDER, STRANGER, Provider, start_body
 
 URL = "/api/v1/operator/compute"
 SECOND = 10**9
@@ -93,3 +96,67 @@ def test_pruning_removes_only_what_the_window_left_behind(db: Database) -> None:
         assert store.consume_nonce(db, PROVIDER.address, nonce)
     assert store.prune_nonces(db, now - WINDOW, batch=3) == len(old)
     assert db.query("SELECT nonce FROM provider_nonces") == [[now]]
+
+
+@pytest.fixture
+def commit_modes(db: Database) -> Iterator[Callable[[], list[str]]]:
+    """The synchronous_commit in force for each nonce stored, recorded by a trigger on the real
+    table: what each call's commit waits for."""
+    db.execute("CREATE TABLE IF NOT EXISTS nonce_commits (mode text)")
+    db.execute("TRUNCATE nonce_commits")
+    db.execute(
+        """CREATE OR REPLACE FUNCTION record_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               INSERT INTO nonce_commits VALUES (current_setting('synchronous_commit'));
+               RETURN NULL;
+           END $$"""
+    )
+    db.execute(
+        """CREATE OR REPLACE TRIGGER record_commit_mode AFTER INSERT ON provider_nonces
+           FOR EACH ROW EXECUTE FUNCTION record_commit_mode()"""
+    )
+    yield lambda: [row[0] for row in db.query("SELECT mode FROM nonce_commits")]
+    db.execute("DROP TRIGGER IF EXISTS record_commit_mode ON provider_nonces")
+
+
+def test_reads_commit_their_nonce_asynchronously_changes_with_the_change(
+    status: FlaskClient,
+    start: FlaskClient,
+    stop: FlaskClient,
+    env_announced: Any,
+    commit_modes: Callable[[], list[str]],
+) -> None:
+    assert status_at(status, time.time_ns())[0] == 200
+    started = start.post(URL, json=start_body("nonce-modes"))
+    assert started.status_code == 200, started.json
+    job_id = started.json[0]["jobId"]
+    assert stop.put(URL, query_string=PROVIDER.signed(job_id=job_id)).status_code == 200
+    assert commit_modes() == ["off", "on", "on"]
+
+
+def test_a_start_with_a_used_nonce_stores_nothing_and_a_refused_one_keeps_its_nonce(
+    start: FlaskClient, db: Database, env_announced: Any
+) -> None:
+    nonce = time.time_ns()
+    first = start.post(URL, json=start_body("nonce-a", nonce=nonce))
+    assert first.status_code == 200, first.json
+    replay = start.post(URL, json=start_body("nonce-b", nonce=nonce))
+    assert (replay.status_code, replay.json) == (401, {"error": f"Nonce {nonce} was already used"})
+    assert db.query("SELECT count(*) FROM jobs") == [[1]]
+    # A start refused for what it asked (its agreement is in use) changed nothing, its nonce
+    # included: the corrected call may carry the same nonce.
+    other = time.time_ns()
+    refused = start.post(URL, json=start_body("nonce-a", nonce=other))
+    assert refused.status_code == 400, refused.json
+    assert start.post(URL, json=start_body("nonce-c", nonce=other)).status_code == 200
+
+
+def test_concurrent_starts_with_one_nonce_store_one_job(
+    start: FlaskClient, db: Database, env_announced: Any
+) -> None:
+    nonce = time.time_ns()
+    bodies = [start_body(f"nonce-race-{n}", nonce=nonce) for n in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        codes = sorted(pool.map(lambda body: start.post(URL, json=body).status_code, bodies))
+    assert codes == [200, 401, 401, 401, 401, 401]
+    assert db.query("SELECT count(*) FROM jobs") == [[1]]
