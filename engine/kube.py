@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 from common.errors import Unavailable
 from engine.runner import Ending, Outcome, Stage, StageSpec
 
@@ -37,6 +39,9 @@ STOP_WAIT_SECONDS = 30
 REQUEST_TIMEOUT = (3, 10)
 WORKFLOW = ("oceanprotocol.com", "v1alpha", "workflows")
 EGRESS_LABEL = "egress"
+# What the client raises when the API server is out of reach (urllib3's own errors are not
+# OSErrors): a stage's Job is looked at again, never given up on at once.
+UNREACHABLE = (OSError, urllib3.exceptions.HTTPError)
 
 
 @dataclass
@@ -110,7 +115,7 @@ class KubeRunner:
             if exc.status == 404:
                 return None
             raise Unavailable("Kubernetes API unavailable") from None  # a takeover retries
-        except OSError:
+        except UNREACHABLE:
             raise Unavailable("Kubernetes API unavailable") from None
         handle.created = True
         if job.metadata.creation_timestamp:
@@ -133,15 +138,15 @@ class KubeRunner:
             job = self.batch.read_namespaced_job(
                 handle.name, handle.namespace, _request_timeout=REQUEST_TIMEOUT
             )
+            return self._decide(handle, job)
         except ApiException as exc:
             if exc.status == 404:
                 return self._end(handle, Ending.FAILED, None, "its Job was deleted")
+            # Looked at again in a second: an API server away for a while costs no job.
             log.warning("stage %s: reading its Job failed: %s", handle.name, exc.status)
-            return None
-        except OSError as exc:
-            log.warning("stage %s: Kubernetes API unreachable: %s", handle.name, exc)
-            return None
-        return self._decide(handle, job)
+        except UNREACHABLE as exc:
+            log.warning("stage %s: Kubernetes API unreachable: %s", handle.name, type(exc).__name__)
+        return None
 
     def release(self, handle: KubeHandle) -> None:
         """Leave the Job running: the engine that takes the job over resumes it."""
@@ -186,13 +191,17 @@ class KubeRunner:
             if exc.status != 409:
                 self._give_up_after_pending(handle, f"Kubernetes answered {exc.status}")
                 return
-        except OSError as exc:
-            self._give_up_after_pending(handle, f"Kubernetes API unreachable ({exc})")
+        except UNREACHABLE as exc:
+            # The stage's log reaches the consumer: the error's kind, never the API's address.
+            self._give_up_after_pending(
+                handle, f"Kubernetes API unreachable ({type(exc).__name__})"
+            )
             return
         try:
             self._attach(handle)
-        except (ApiException, OSError) as exc:
-            self._give_up_after_pending(handle, f"Kubernetes API: {getattr(exc, 'status', exc)}")
+        except (ApiException, *UNREACHABLE) as exc:
+            why = getattr(exc, "status", None) or type(exc).__name__
+            self._give_up_after_pending(handle, f"Kubernetes API unreachable ({why})")
 
     def _attach(self, handle: KubeHandle) -> None:
         """A Job of this name exists: a running one is this stage, left by an engine that
@@ -201,8 +210,7 @@ class KubeRunner:
             handle.name, handle.namespace, _request_timeout=REQUEST_TIMEOUT
         )
         if _finished(job) or job.metadata.deletion_timestamp:
-            self._delete(handle.namespace, handle.name)
-            self._create(handle)
+            self._delete(handle.namespace, handle.name)  # made anew at the next look
             return
         handle.created = True
         if job.metadata.creation_timestamp:
@@ -417,7 +425,8 @@ class KubeRunner:
                     or ""
                 )
         except Exception as exc:  # no node to ask (kwok), or the pod is gone
-            text += f"(the pod's log could not be read: {getattr(exc, 'status', exc)})\n"
+            why = getattr(exc, "status", None) or type(exc).__name__
+            text += f"(the pod's log could not be read: {why})\n"
         with handle.spec.log.open("a") as out:
             out.write(text)
 
@@ -437,6 +446,11 @@ class KubeRunner:
             if exc.status != 404:
                 log.warning("stage %s: delete answered %s", name, exc.status)
             return
+        except UNREACHABLE as exc:  # its deadline and TTL still end it
+            log.warning(
+                "stage %s: not deleted, Kubernetes API unreachable: %s", name, type(exc).__name__
+            )
+            return
         deadline = time.monotonic() + STOP_WAIT_SECONDS
         while time.monotonic() < deadline:
             try:
@@ -444,6 +458,8 @@ class KubeRunner:
             except ApiException as exc:
                 if exc.status == 404:
                     return
+            except UNREACHABLE:
+                pass
             time.sleep(0.2)
         log.warning(
             "stage %s: its Job was still there %d s after its deletion", name, STOP_WAIT_SECONDS

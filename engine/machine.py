@@ -115,12 +115,14 @@ class JobRun:
         }
         binds = tuple((root, str(root), False) for root in self.ctx.config.input_roots)
         outcome = self.run_stage(
-            Stage.CONFIGURE,
-            _stage_program("configure"),
-            env=env,
-            network=True,  # it fetches the inputs; the algorithm never gets this network
-            binds=binds,
-            limits=self.stage_limits(),
+            self.stage_spec(
+                Stage.CONFIGURE,
+                _stage_program("configure"),
+                env=env,
+                network=True,  # it fetches the inputs; the algorithm never gets this network
+                binds=binds,
+                limits=self.stage_limits(),
+            )
         )
         if outcome.ending is Ending.STOPPED:
             return self.to_publish(Stage.CONFIGURE, "stopped on request while configuring")
@@ -221,12 +223,14 @@ class JobRun:
         if published:
             self.ctx.runner.provide(staging)
             outcome = self.run_stage(
-                Stage.PUBLISH,
-                _stage_program("publish"),
-                env={"QUOTA_BYTES": str(self.env.disk_bytes)},
-                network=False,
-                binds=((staging, "/results", True),),
-                limits=self.stage_limits(),
+                self.stage_spec(
+                    Stage.PUBLISH,
+                    _stage_program("publish"),
+                    env={"QUOTA_BYTES": str(self.env.disk_bytes)},
+                    network=False,
+                    binds=((staging, "/results", True),),
+                    limits=self.stage_limits(),
+                )
             )
             if not outcome.succeeded:
                 self.note(Stage.PUBLISH, f"publish {outcome.describe()}; outputs not published")
@@ -302,19 +306,7 @@ class JobRun:
             disk_bytes=self.env.disk_bytes,
         )
 
-    def run_stage(
-        self,
-        stage: Stage,
-        argv: tuple[str, ...],
-        *,
-        env: dict[str, str],
-        network: bool,
-        limits: Limits,
-        binds: tuple[tuple[Path, str, bool], ...] = (),
-    ) -> Outcome:
-        spec = self.stage_spec(
-            stage, argv, env=env, network=network, limits=limits, binds=binds, image=None
-        )
+    def run_stage(self, spec: StageSpec) -> Outcome:
         return self.wait_stage(self.start_stage(spec))
 
     def stage_spec(
@@ -325,7 +317,7 @@ class JobRun:
         env: dict[str, str],
         network: bool,
         limits: Limits,
-        image: str | None,
+        image: str | None = None,
         binds: tuple[tuple[Path, str, bool], ...] = (),
     ) -> StageSpec:
         return StageSpec(

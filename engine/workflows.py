@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import urllib3
+
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "oceanprotocol.com", "v1alpha", "workflows"
@@ -58,5 +60,5 @@ class WorkflowMirror:
         except ApiException as exc:
             if exc.status != 404:  # a job without a WorkFlow has nothing to mirror
                 log.warning("job %s: WorkFlow %s answered %s", job_id, what, exc.status)
-        except OSError as exc:
-            log.warning("job %s: WorkFlow %s failed: %s", job_id, what, exc)
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            log.warning("job %s: WorkFlow %s failed: %s", job_id, what, type(exc).__name__)

@@ -20,6 +20,7 @@ from kubernetes import client, config
 from engine.kube import KubeHandle, KubeRunner
 from engine.runner import Ending, Limits, Outcome, Stage, StageSpec
 from local.controlplane import JOBS_NAMESPACE, ControlPlane
+from tests.jobrows import wait_for
 
 OUR_IMAGE = "ghcr.io/operator-service/operator-service:test"
 
@@ -123,16 +124,6 @@ def pods_of(plane: ControlPlane, job_name: str) -> list[dict[str, Any]]:
     return items
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 60, what: str = "it") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_stage_that_exits_0_completes_as_a_job_owned_by_its_workflow(
     workloads: ControlPlane,
     make_runner: Callable[..., KubeRunner],
@@ -211,7 +202,7 @@ def test_a_stop_deletes_the_job_and_its_pod(
     runner = make_runner()
     handle = runner.start(spec(job_id, roots, "harness/sleep:1"))
     name = f"{job_id}-algorithm"
-    wait_until(
+    wait_for(
         lambda: [p for p in pods_of(workloads, name) if p["status"].get("phase") == "Running"],
         what="the pod to run",
     )
@@ -249,7 +240,7 @@ def test_a_second_engine_re_attaches_to_the_running_job(
     stage = spec(job_id, roots, "harness/sleep:1")
     first.start(stage)
     name = f"{job_id}-algorithm"
-    wait_until(lambda: pods_of(workloads, name), what="the pod")
+    wait_for(lambda: pods_of(workloads, name), what="the pod")
     uid = get_json(workloads, "job", name)["metadata"]["uid"]
 
     second = make_runner()
@@ -284,13 +275,14 @@ def test_deleting_the_workflow_deletes_its_jobs_and_pods(
     runner = make_runner()
     runner.start(spec(job_id, roots, "harness/sleep:1"))
     name = f"{job_id}-algorithm"
-    wait_until(lambda: pods_of(workloads, name), what="the pod")
+    wait_for(lambda: pods_of(workloads, name), what="the pod")
     workloads.kubectl("delete", "-n", JOBS_NAMESPACE, "workflow", job_id)
-    wait_until(
+    wait_for(
         lambda: (
             not get_json(workloads, "jobs", "-l", f"workflow={job_id}")["items"]
             and not pods_of(workloads, name)
         ),
+        timeout=60,
         what="the garbage collector to delete the Job and its pod",
     )
 
@@ -306,7 +298,37 @@ def test_cleanup_deletes_every_job_of_the_job(
     runner.start(spec(job_id, roots, "harness/sleep:1", stage=Stage.PUBLISH))
     assert len(get_json(workloads, "jobs", "-l", f"workflow={job_id}")["items"]) == 2
     runner.cleanup(job_id)
-    wait_until(
+    wait_for(
         lambda: not get_json(workloads, "jobs", "-l", f"workflow={job_id}")["items"],
         what="the Jobs to go",
     )
+
+
+def test_an_api_server_out_of_reach_ends_the_stage_only_after_the_pending_time(
+    tmp_path: Path,
+) -> None:
+    """Nothing answers on the port: the stage is retried at each look, then ends with the
+    error's kind (the stage's log reaches the consumer: never the API server's address)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    configuration = client.Configuration()
+    configuration.host = f"https://127.0.0.1:{port}"
+    configuration.retries = 0
+    with client.ApiClient(configuration) as unreachable:
+        runner = KubeRunner(
+            unreachable,
+            namespaces=[JOBS_NAMESPACE],
+            image=OUR_IMAGE,
+            volumes={tmp_path: "operator-jobs"},
+            pending_seconds=2,
+        )
+        handle = runner.start(spec("a" * 32, (tmp_path, tmp_path), "harness/exit:0"))
+        assert runner.poll(handle) is None  # not given up at once
+        outcome = outcome_of(runner, handle, timeout=20)
+    assert outcome.ending is Ending.FAILED
+    assert outcome.detail.startswith("Kubernetes API unreachable (")
+    assert "127.0.0.1" not in outcome.detail
+    assert outcome.finished - outcome.started >= 2
