@@ -169,6 +169,9 @@ class Bench:
             f"import sys, runpy; sys.path.insert(0, {str(tree)!r}); "
             "runpy.run_module('local.run', run_name='__main__')",
             *("--control-plane", "off", "--port", str(port), "--data", str(self.work / database)),
+            # The API alone: an engine would run the seeded jobs (and did, once bubblewrap was
+            # installed, which skewed every number). Trees older than the engine have no flag.
+            *(("--engine", "off") if "--engine" in (tree / "local" / "run.py").read_text() else ()),
         ]
         url = f"http://127.0.0.1:{port}"
         env = {**self.env, "POSTGRES_DB": database}

@@ -113,6 +113,17 @@ class Database:
         for session in sessions:
             session.close()
 
+    def release(self) -> None:
+        """Close the calling thread's connection, if it has one: a thread about to end calls
+        this, or its connection would stay open, unused, for the life of the process."""
+        session: Session | None = getattr(self._local, "session", None)
+        if session is None:
+            return
+        self._local.session = None
+        with self._sessions_lock:
+            self._sessions.discard(session)
+        session.close()
+
     def _connection(self) -> Session:
         session: Session | None = getattr(self._local, "session", None)
         if session is None:

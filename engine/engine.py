@@ -186,6 +186,7 @@ class Engine:
             log.exception("job %s: the engine failed on it; ending it", run.job_id)
             run.end_after_error()
         finally:
+            self.db.release()  # this thread's connection: one per job would pile up
             # The slot is free from now, though the thread still exits: look for the next job.
             run.done.set()
             self._due["poll"] = 0.0

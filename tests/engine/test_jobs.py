@@ -187,3 +187,23 @@ def test_a_job_the_engine_fails_on_ends_instead_of_looping(
     row = wait_finished(db, job_id)
     assert row["status"] == 70
     assert "the engine failed on this job" in log_of(row, "publishLog")
+
+
+def test_the_engine_holds_no_connection_per_job_it_ran(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    """Each job runs in a thread with a connection of its own, closed when the thread ends:
+    before, every finished job left one open, and a busy engine ran out of connections."""
+
+    def backends() -> int:
+        [[count]] = db.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        return int(count)
+
+    run_engine(maxJobs=2)
+    idle = backends()  # the tests' own, and the engine's loop and listener
+    jobs = [start_job(start, algorithm_stage("print('x')")) for _ in range(8)]
+    for job_id in jobs:
+        assert wait_finished(db, job_id)["status"] == 70
+    wait_for(lambda: backends() <= idle + 1, timeout=10, what="the job threads' connections")
