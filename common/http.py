@@ -74,8 +74,8 @@ def function(
         metrics.observe_request(
             route.path if route else metrics.UNMATCHED,
             request.method,
-            response.status_code,
-            time.perf_counter() - started,
+            status=response.status_code,
+            seconds=time.perf_counter() - started,
         )
         return response
 

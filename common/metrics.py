@@ -67,7 +67,7 @@ for _dependency in DEPENDENCIES:
     DEPENDENCY_ERRORS.labels(_dependency)
 
 
-def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+def observe_request(route: str, method: str, *, status: int, seconds: float) -> None:
     method = method if method in METHODS else "other"
     REQUESTS.labels(route, method, str(status)).inc()
     LATENCY.labels(route, method).observe(seconds)

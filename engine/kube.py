@@ -141,7 +141,7 @@ class KubeRunner:
             return self._decide(handle, job)
         except ApiException as exc:
             if exc.status == 404:
-                return self._end(handle, Ending.FAILED, None, "its Job was deleted")
+                return self._end(handle, Ending.FAILED, detail="its Job was deleted")
             # Looked at again in a second: an API server away for a while costs no job.
             log.warning("stage %s: reading its Job failed: %s", handle.name, exc.status)
         except UNREACHABLE as exc:
@@ -154,7 +154,7 @@ class KubeRunner:
     def stop(self, handle: KubeHandle) -> Outcome:
         self._save_log(handle)
         self._delete(handle.namespace, handle.name)
-        return self._end(handle, Ending.STOPPED, None)
+        return self._end(handle, Ending.STOPPED)
 
     def cleanup(self, job_id: str) -> None:
         for namespace in self.namespaces:
@@ -186,7 +186,7 @@ class KubeRunner:
         except ApiException as exc:
             if exc.status in (400, 403, 422):
                 detail = f"Kubernetes refused its Job ({exc.status} {exc.reason})"
-                handle.outcome = self._end(handle, Ending.FAILED, None, detail)
+                handle.outcome = self._end(handle, Ending.FAILED, detail=detail)
                 return
             if exc.status != 409:
                 self._give_up_after_pending(handle, f"Kubernetes answered {exc.status}")
@@ -220,7 +220,7 @@ class KubeRunner:
     def _give_up_after_pending(self, handle: KubeHandle, why: str) -> None:
         log.warning("stage %s: %s", handle.name, why)
         if time.time() - handle.started > self.pending_seconds:
-            handle.outcome = self._end(handle, Ending.FAILED, None, why)
+            handle.outcome = self._end(handle, Ending.FAILED, detail=why)
 
     def _owner(self, job_id: str, namespace: str) -> dict[str, Any] | None:
         """The job's WorkFlow, as the owner of its Jobs; None when it is not registered."""
@@ -358,22 +358,22 @@ class KubeRunner:
         conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
         if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
             self._save_log(handle)
-            return self._end(handle, Ending.EXITED, 0)
+            return self._end(handle, Ending.EXITED, code=0)
         failed = conditions.get("FailureTarget") or conditions.get("Failed")
         if failed is not None:
             self._save_log(handle)
             if failed.reason == "DeadlineExceeded":
-                return self._end(handle, Ending.TIMEOUT, None)
+                return self._end(handle, Ending.TIMEOUT)
             code = self._exit_code(handle)
             if code is not None and code != 0:
-                return self._end(handle, Ending.EXITED, code)
-            return self._end(handle, Ending.FAILED, None, f"{failed.reason}: {failed.message}")
+                return self._end(handle, Ending.EXITED, code=code)
+            return self._end(handle, Ending.FAILED, detail=f"{failed.reason}: {failed.message}")
         if time.time() - handle.started > self.pending_seconds:
             waiting = self._pending_reason(handle)
             if waiting is not None:
                 self._delete(handle.namespace, handle.name)
                 detail = f"its pod stayed Pending for {self.pending_seconds:g} s: {waiting}"
-                return self._end(handle, Ending.FAILED, None, detail)
+                return self._end(handle, Ending.FAILED, detail=detail)
         return None
 
     def _pods(self, handle: KubeHandle) -> list[Any]:
@@ -466,7 +466,7 @@ class KubeRunner:
         )
 
     def _end(
-        self, handle: KubeHandle, ending: Ending, code: int | None, detail: str = ""
+        self, handle: KubeHandle, ending: Ending, *, code: int | None = None, detail: str = ""
     ) -> Outcome:
         return Outcome(ending, code, handle.started, time.time(), detail)
 

@@ -274,7 +274,11 @@ class JobRun:
         if stopreq is None:
             stopreq = 1 if self.stop_requested.is_set() else 0
         self.ctx.workflows.status(
-            self.job_id, self.env.namespace, status, STATUS_TEXTS[status], stopreq
+            self.job_id,
+            self.env.namespace,
+            status=status,
+            text=STATUS_TEXTS[status],
+            stopreq=stopreq,
         )
 
     def to_publish(self, stage: Stage, why: str) -> int:

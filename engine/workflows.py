@@ -27,7 +27,7 @@ class WorkflowMirror:
 
         self.objects: Any = client.CustomObjectsApi(api)
 
-    def status(self, job_id: str, namespace: str, status: int, text: str, stopreq: int) -> None:
+    def status(self, job_id: str, namespace: str, *, status: int, text: str, stopreq: int) -> None:
         body = {"status": {"status": status, "statusText": text, "stopreq": stopreq}}
         self._call(
             "status",
