@@ -98,7 +98,7 @@ class KubeRunner:
         )
 
     def start(self, spec: StageSpec) -> KubeHandle:
-        handle = KubeHandle(spec, self._namespace(spec), job_name(spec), started=time.time())
+        handle = self._handle(spec)
         self._create(handle)
         return handle
 
@@ -106,7 +106,7 @@ class KubeRunner:
         """The stage's Job, made by an engine that died: running or ended, it is this stage."""
         from kubernetes.client.exceptions import ApiException
 
-        handle = KubeHandle(spec, self._namespace(spec), job_name(spec), started=time.time())
+        handle = self._handle(spec)
         try:
             job = self.batch.read_namespaced_job(
                 handle.name, handle.namespace, _request_timeout=REQUEST_TIMEOUT
@@ -117,9 +117,7 @@ class KubeRunner:
             raise Unavailable("Kubernetes API unavailable") from None  # a takeover retries
         except UNREACHABLE:
             raise Unavailable("Kubernetes API unavailable") from None
-        handle.created = True
-        if job.metadata.creation_timestamp:
-            handle.started = job.metadata.creation_timestamp.timestamp()
+        _adopt(handle, job)
         return handle
 
     def poll(self, handle: KubeHandle) -> Outcome | None:
@@ -212,9 +210,7 @@ class KubeRunner:
         if _finished(job) or job.metadata.deletion_timestamp:
             self._delete(handle.namespace, handle.name)  # made anew at the next look
             return
-        handle.created = True
-        if job.metadata.creation_timestamp:
-            handle.started = job.metadata.creation_timestamp.timestamp()
+        _adopt(handle, job)
         log.info("stage %s: re-attached to its running Job", handle.name)
 
     def _give_up_after_pending(self, handle: KubeHandle, why: str) -> None:
@@ -349,6 +345,9 @@ class KubeRunner:
     def _image(self, spec: StageSpec) -> str:
         return spec.image if spec.stage is Stage.ALGORITHM and spec.image else self.image
 
+    def _handle(self, spec: StageSpec) -> KubeHandle:
+        return KubeHandle(spec, self._namespace(spec), job_name(spec), started=time.time())
+
     def _namespace(self, spec: StageSpec) -> str:
         return spec.namespace or self.namespaces[0]
 
@@ -473,6 +472,13 @@ class KubeRunner:
 
 def job_name(spec: StageSpec) -> str:
     return f"{spec.job_id}-{spec.stage}"
+
+
+def _adopt(handle: KubeHandle, job: Any) -> None:
+    """The handle stands for `job`, an existing Job: its time counts from the Job's making."""
+    handle.created = True
+    if job.metadata.creation_timestamp:
+        handle.started = job.metadata.creation_timestamp.timestamp()
 
 
 def _finished(job: Any) -> bool:

@@ -119,10 +119,10 @@ def workflow_of(plane: ControlPlane, job_id: str) -> dict[str, Any] | None:
     return found
 
 
-def jobs_of(plane: ControlPlane, job_id: str) -> list[dict[str, Any]]:
-    found = plane.kubectl(
-        "get", "jobs", "-n", JOBS_NAMESPACE, "-l", f"workflow={job_id}", "-o", "json"
-    )
+def jobs_of(plane: ControlPlane, job_id: str, component: str = "") -> list[dict[str, Any]]:
+    """The job's Jobs, or those of one of its stages."""
+    selector = f"workflow={job_id}" + (f",component={component}" if component else "")
+    found = plane.kubectl("get", "jobs", "-n", JOBS_NAMESPACE, "-l", selector, "-o", "json")
     items: list[dict[str, Any]] = json.loads(found)["items"]
     return items
 
@@ -195,13 +195,7 @@ def test_a_stop_ends_the_running_algorithm(
     run_engine()
     job_id = start_job(as_function, "harness/sleep", "1")
     wait_for(lambda: job_row(db, job_id)["status"] == 40, what="the algorithm to run")
-    wait_for(
-        lambda: any(
-            job["metadata"]["labels"]["component"] == "algorithm"
-            for job in jobs_of(workloads, job_id)
-        ),
-        what="its Job",
-    )
+    wait_for(lambda: jobs_of(workloads, job_id, "algorithm"), what="its Job")
     stopped = as_function("stop").put(COMPUTE, query_string=PROVIDER.signed(job_id=job_id))
     assert stopped.status_code == 200, stopped.json
     row = wait_finished(db, job_id, timeout=60)
@@ -234,11 +228,7 @@ def test_an_engine_restarted_mid_algorithm_takes_over_its_running_job(
     wait_for(lambda: job_row(db, job_id)["status"] == 40, what="the algorithm to run")
 
     def algorithm_job() -> dict[str, Any] | None:
-        found = [
-            j
-            for j in jobs_of(workloads, job_id)
-            if j["metadata"]["labels"]["component"] == "algorithm"
-        ]
+        found = jobs_of(workloads, job_id, "algorithm")
         return found[0] if found else None
 
     uid = wait_for(algorithm_job, what="its Job")["metadata"]["uid"]
@@ -292,12 +282,7 @@ def test_a_stop_while_publishing_ends_the_job_with_its_logs(
     (folder / "outputs").mkdir()
     (folder / "outputs" / "result.txt").write_text("42\n")
     wait_for(lambda: job_row(db, job_id)["status"] == 60, timeout=60, what="publishing")
-    wait_for(
-        lambda: any(
-            j["metadata"]["labels"]["component"] == "publish" for j in jobs_of(workloads, job_id)
-        ),
-        what="the publish Job",
-    )
+    wait_for(lambda: jobs_of(workloads, job_id, "publish"), what="the publish Job")
     stopped = as_function("stop").put(COMPUTE, query_string=PROVIDER.signed(job_id=job_id))
     assert stopped.status_code == 200, stopped.json
     row = wait_finished(db, job_id, timeout=60)
@@ -323,12 +308,7 @@ def test_two_engines_share_the_jobs_each_stage_one_job(
         what="every algorithm to run",
     )
     for job_id in jobs:
-        algorithm = [
-            j
-            for j in jobs_of(workloads, job_id)
-            if j["metadata"]["labels"]["component"] == "algorithm"
-        ]
-        assert len(algorithm) == 1
+        assert len(jobs_of(workloads, job_id, "algorithm")) == 1
     assert {job_row(db, job_id)["engine"] for job_id in jobs} == engines  # both took some
     for job_id in jobs:
         assert wait_finished(db, job_id, timeout=60)["stopreq"] == 2
