@@ -7,6 +7,23 @@
 SELECT pg_advisory_xact_lock(5061726); -- "OPS" in ASCII, an arbitrary fixed key
 -- Building an index on a large jobs table may take longer than a request's statement limit.
 SET LOCAL statement_timeout = 0;
+-- A request that touches two tables takes provider_nonces (start, stop, delete) or envs
+-- (announce) before jobs. An upgrade that took jobs first and one of those later would deadlock
+-- with it, so it takes every table it will change up front, in that order: a request waits
+-- behind the upgrade, or the upgrade behind the request.
+DO $$
+BEGIN
+    IF to_regclass('provider_nonces') IS NOT NULL THEN
+        LOCK TABLE provider_nonces IN ACCESS EXCLUSIVE MODE;
+    END IF;
+    IF to_regclass('envs') IS NOT NULL THEN
+        LOCK TABLE envs IN ACCESS EXCLUSIVE MODE;
+    END IF;
+    IF to_regclass('jobs') IS NOT NULL THEN
+        LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE;
+    END IF;
+END
+$$;
 
 CREATE TABLE IF NOT EXISTS jobs (
     agreementId varchar(255) NOT NULL,

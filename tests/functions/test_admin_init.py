@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from flask.testing import FlaskClient
 
+from common import store
 from common.config import Settings
 from common.db import Database
 from tests.conftest import ADMIN_SECRET
+from tests.jobrows import wait_for
 from tests.provider import PROVIDER, start_body
 
 URL = "/api/v1/operator/pgsqlinit"
@@ -101,6 +105,28 @@ def test_creates_the_schema_on_an_empty_database(
 def test_is_idempotent(admin_init: FlaskClient, settings: Settings) -> None:
     for _ in range(3):
         assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
+
+
+def test_an_upgrade_waits_behind_a_start_instead_of_deadlocking_it(
+    admin_init: FlaskClient, settings: Settings
+) -> None:
+    """A start consumes its nonce, then inserts its job, in one transaction. An upgrade that
+    came between the two used to take jobs, then wait for provider_nonces: PostgreSQL broke the
+    deadlock by failing one of them, and the fuzzing saw a start answered 503."""
+    assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
+    request, observer = Database(settings), Database(settings)
+    job = store.NewJob("agreement-1", "job-1", "0xowner", "env", {}, None, None)
+    with ThreadPoolExecutor(1) as pool:
+        with request.transaction() as tx:
+            assert store.consume_nonce_in(tx, PROVIDER.address, time.time_ns())
+            upgrade = pool.submit(admin_init.post, URL, headers={"Admin": ADMIN_SECRET})
+            waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'"
+            wait_for(lambda: observer.query(waiting)[0][0], what="the upgrade to wait on a lock")
+            store.insert_job(tx, job)  # a deadlock is detected here, a second later
+        assert upgrade.result(timeout=30).status_code == 200
+    assert observer.query("SELECT workflowid FROM jobs") == [["job-1"]]
+    request.close()
+    observer.close()
 
 
 def test_upgrades_the_original_database_keeping_its_rows(
