@@ -25,6 +25,10 @@ ClusterMode = Literal["off", "in-cluster", "kubeconfig"]
 # POSTGRES_SSLROOTCERT (or the system's CAs) and the host name against POSTGRES_HOST.
 SslMode = Literal["disable", "prefer", "require", "verify-full"]
 SSL_MODES: tuple[SslMode, ...] = ("disable", "prefer", "require", "verify-full")
+# `transaction`: the connection goes through a pooler in transaction mode (PgBouncer's
+# pool_mode=transaction), which may hand each transaction to another server connection.
+Pooler = Literal["none", "transaction"]
+POOLERS: tuple[Pooler, ...] = ("none", "transaction")
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -41,6 +45,7 @@ class Settings:
     postgres_password: str = field(default="", repr=False)
     postgres_sslmode: SslMode = "prefer"
     postgres_sslrootcert: Path | None = None
+    postgres_pooler: Pooler = "none"
     signature_required: bool = True
     allowed_providers: frozenset[str] = frozenset()
     allowed_admins: tuple[str, ...] = field(default=(), repr=False)
@@ -97,6 +102,7 @@ class Settings:
             postgres_password=env.get("POSTGRES_PASSWORD", ""),
             postgres_sslmode=read("POSTGRES_SSLMODE", _ssl_mode, "prefer"),
             postgres_sslrootcert=read("POSTGRES_SSLROOTCERT", _file, None),
+            postgres_pooler=read("POSTGRES_POOLER", _pooler, "none"),
             signature_required=signature_required,
             allowed_providers=providers,
             allowed_admins=read("ALLOWED_ADMINS", _secret_list, NO_SECRETS),
@@ -210,6 +216,12 @@ def _file(raw: str) -> Path:
     if not path.is_file():
         raise ValueError(f"{raw!r} is not a file")
     return path
+
+
+def _pooler(raw: str) -> Pooler:
+    if raw not in POOLERS:
+        raise ValueError(f"{raw!r} is not one of {', '.join(POOLERS)}")
+    return raw
 
 
 def _ssl_mode(raw: str) -> SslMode:

