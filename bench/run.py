@@ -178,7 +178,7 @@ class Bench:
         log = self.work / f"{database}.log"
         pid = self.stack.enter_context(process(argv, env, url + "/", log, cwd=tree))
         agreement = f"probe-{uuid.uuid4().hex}"
-        probe = load.run(url, "probe", self.starts(1, agreement), 1, 10, max_requests=1)
+        probe = load.smoke(url, "probe", self.starts(1, agreement), 1, 10, max_requests=1)
         if probe.statuses != {200: 1}:
             raise RuntimeError(f"{label}: the probe start answered {dict(probe.statuses)}")
         job = db.query("SELECT workflowid FROM jobs WHERE agreementid = :a", a=agreement)[0][0]
@@ -235,14 +235,17 @@ class Bench:
         n = int((2500 if concurrency > 1 else 1500) * self.seconds)
         requests = self.requests(scenario, n, target.probe)
         before = self.meter.sample(target.pid)
-        result = load.run(target.url, scenario, requests, concurrency, self.seconds, n)
+        result = load.run(target.url, scenario, requests, concurrency, self.seconds)
         after = self.meter.sample(target.pid)
         done = len(result.latencies_ms)
+        cpu_ms = per_request_ms(before, after, done)
+        if result.generator_cpu_s is not None:  # its own count leaves out reading the pool
+            cpu_ms["generator"] = round(result.generator_cpu_s / max(done, 1) * 1000, 3)
         self.record(
             **result.summary(),
             target=target.label,
             exhausted=done >= n,  # the pool ran dry before the clock: a lower bound
-            cpu_ms=per_request_ms(before, after, done),
+            cpu_ms=cpu_ms,
             service_cores=round((after.service - before.service) / result.seconds, 2),
             steal_percent=steal_percent(before, after),
         )

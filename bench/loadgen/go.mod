@@ -1,0 +1,3 @@
+module operatorservice/bench/loadgen
+
+go 1.22
