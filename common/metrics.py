@@ -5,19 +5,25 @@ database, so its cost does not grow with the jobs. Every label takes its values 
 set (the route table's paths, a handful of methods, fixed reasons), so no caller can make the
 number of series grow by sending odd paths or methods.
 
-One process, one set of counts: functions-framework and the local run serve from one worker
-process with threads. Several worker processes would each answer with their own counts.
+One process, one set of counts: functions-framework serves a pod from one worker process with
+threads. The local run's several worker processes count in files of PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode), which a scrape sums; the process's own CPU and memory
+are then left out, as they would describe one worker of several.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 # No `_created` twin of every series: twice the series, for little use.
@@ -83,5 +89,9 @@ def dependency_failed(dependency: str) -> None:
 
 def exposition() -> bytes:
     """Every metric of this process in Prometheus's text format, its own included (CPU,
-    memory, open files, garbage collection)."""
+    memory, open files, garbage collection); with several processes, their sums."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
     return generate_latest(REGISTRY)

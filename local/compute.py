@@ -80,7 +80,9 @@ def start(env: Mapping[str, str], data: Path, settings: Settings) -> LocalEngine
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "--work-root", str(data / "engine"), "--listen", listen],
         cwd=ROOT,
-        env={**env, "ENGINE_CONFIG": str(config)},
+        # Its metrics are its own, at its own address: none of the API's counting files.
+        env={k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        | {"ENGINE_CONFIG": str(config)},
         preexec_fn=_die_with_parent,  # safe: the run has no other thread yet
     )
     engine = LocalEngine(process=process, config=config, status_url=f"http://{listen}")

@@ -19,9 +19,21 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
+
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+if __name__ == "__main__" and not os.environ.get(METRICS_DIR):
+    # Several worker processes answer: each counts in files of this folder, which /metrics
+    # sums. prometheus_client picks that storage when it is first imported, so before anything
+    # of ours is; the folder goes with the run.
+    os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="operator-metrics-")
+    _owner = os.getpid()
+    atexit.register(
+        lambda: shutil.rmtree(os.environ[METRICS_DIR], True) if os.getpid() == _owner else None
+    )
 
 from common import routes, store
 from common.config import Settings
@@ -175,16 +187,16 @@ def start_engine(env: MutableMapping[str, str], data: Path, settings: Settings, 
     )
 
 
-def serve(app: WSGIApp, *, host: str, port: int, threads: int) -> None:
-    """gunicorn with one worker and a thread pool: the server functions-framework runs in the
-    cluster, with the same settings."""
+def serve(app: WSGIApp, *, host: str, port: int, workers: int, threads: int) -> None:
+    """gunicorn with worker processes of a thread pool each: the server functions-framework
+    runs in the cluster (one worker a pod there), with the same settings."""
     import gunicorn.app.base
 
     class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options = {
                 "bind": f"{host}:{port}",
-                "workers": 1,
+                "workers": workers,
                 "threads": threads,
                 "timeout": 0,
                 "loglevel": "warning",
@@ -207,7 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8050)
     parser.add_argument("--data", type=Path, default=ROOT / ".data")
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: one per core; bench/RESULTS.md)",
+    )
+    parser.add_argument("--threads", type=int, default=8, help="threads of each worker")
     parser.add_argument(
         "--engine",
         choices=("auto", "on", "off"),
@@ -234,12 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"operator-service: {exc.message}", file=sys.stderr)
         return 1
     print(f"operator-service listening on http://{args.host}:{args.port}/", flush=True)
+    print(f"  server: {args.workers} worker process(es) x {args.threads} threads")
     for note in notes:
         print(f"  {note}")
     for warning in settings.warnings():
         print(f"  warning: {warning}")
     print(f"  API docs: http://{args.host}:{args.port}{routes.DOCS}", flush=True)
-    serve(Dispatcher(function_apps()), host=args.host, port=args.port, threads=args.threads)
+    app = Dispatcher(function_apps())
+    serve(app, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return 0
 
 

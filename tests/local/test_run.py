@@ -14,10 +14,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.config import Settings
 from common.db import Database
@@ -87,7 +90,12 @@ def _json(raw: bytes) -> Any:
 
 @contextmanager
 def launch(
-    data: Path, *, control_plane: str, env: dict[str, str] | None = None, engine: str = "off"
+    data: Path,
+    *,
+    control_plane: str,
+    env: dict[str, str] | None = None,
+    engine: str = "off",
+    workers: int | None = None,
 ) -> Iterator[LocalRun]:
     """`python -m local.run` as a process, until its banner is out and it answers. Its output
     goes to <data>/../run.log; `env` adds variables (by default none of POSTGRES_* and the
@@ -111,6 +119,7 @@ def launch(
         control_plane,
         "--engine",
         engine,
+        *(("--workers", str(workers)) if workers else ()),
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, cwd=ROOT, env=child, stdout=log, stderr=subprocess.STDOUT)
@@ -153,6 +162,35 @@ def test_it_prints_where_it_listens_and_what_it_uses(local_run: LocalRun) -> Non
     assert f"provider allowlist: {local_run.provider.address}" in local_run.output
     status, about, _ = local_run.call("GET", "/")
     assert (status, about["cluster"], about["signatureRequired"]) == (200, "off", True)
+
+
+def test_its_worker_processes_count_requests_together(tmp_path: Path) -> None:
+    """Two workers answer; /metrics, whichever answers it, counts the requests of both."""
+    counts = tmp_path / "metrics"
+    counts.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(counts)}
+    with launch(tmp_path / ".data", control_plane="off", env=env, workers=2) as run:
+        assert "server: 2 worker process(es) x 8 threads" in run.output
+        before = answered_at_root(run)
+        with ThreadPoolExecutor(16) as pool:  # a connection each: both workers accept some
+            answered = list(pool.map(lambda _: run.call("GET", "/")[0], range(200)))
+        assert answered == [200] * 200
+        assert answered_at_root(run) - before == 200
+        assert run.process is not None
+        master = str(run.process.pid)  # its files hold the zeros made at import
+    workers = {path.stem.rsplit("_", 1)[1] for path in counts.glob("counter_*.db")} - {master}
+    assert len(workers) == 2
+
+
+def answered_at_root(run: LocalRun) -> float:
+    _, _, scraped = run.call("GET", "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(scraped.decode())}
+    (count,) = [
+        sample.value
+        for sample in families["operator_requests"].samples
+        if sample.name == "operator_requests_total" and sample.labels["route"] == "/"
+    ]
+    return count
 
 
 def test_start_status_stop_status_and_get_result(local_run: LocalRun) -> None:
