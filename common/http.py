@@ -170,6 +170,11 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
+def json_text_response(text: str) -> Response:
+    """A 200 of JSON made elsewhere (by PostgreSQL), passed on as it is."""
+    return Response(text, mimetype="application/json")
+
+
 def error_response(exc: ServiceError) -> Response:
     response = json_response({"error": exc.message}, status=exc.status)
     if isinstance(exc, MethodNotAllowed):

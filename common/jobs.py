@@ -1,4 +1,5 @@
-"""Compute jobs: start, stop, remove, and the status objects the Provider reads (contract 3-4).
+"""Compute jobs: start, stop, remove, and the status objects the Provider reads (contract 3-4),
+which PostgreSQL builds (`job_status` in schema.sql) and the functions pass on as JSON text.
 
 Every change happens inside one database transaction that also carries the matching Kubernetes
 call, so the two agree: a job whose WorkFlow could not be registered is never committed, and a
@@ -8,7 +9,6 @@ job is never marked stopped or removed unless its cluster object was marked or r
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import uuid
 from typing import Any
@@ -16,7 +16,6 @@ from typing import Any
 from common import auth, store
 from common.auth import Verified
 from common.cluster import GROUP, VERSION
-from common.db import Row
 from common.errors import BadRequest, Gone, NotFound, ServiceError
 from common.payloads import ResultRequest, StartRequest
 from common.runtime import Chore, Runtime
@@ -39,9 +38,9 @@ STATUS_TEXTS = {
 ENVIRONMENT_INVALID = "Environment invalid or does not exist"
 
 
-def start(rt: Runtime, order: StartRequest, verified: Verified | None) -> dict[str, Any]:
+def start(rt: Runtime, order: StartRequest, verified: Verified | None) -> str:
     """Store the order as a job and register its WorkFlow; the call's nonce is consumed in the
-    same transaction (verified is None in legacy mode)."""
+    same transaction (verified is None in legacy mode). The new job's status object, as JSON."""
     env = store.environment(rt.db, order.environment)
     if env is None or not serves_chain(env, order.chain_id):
         raise BadRequest(ENVIRONMENT_INVALID)
@@ -62,43 +61,30 @@ def start(rt: Runtime, order: StartRequest, verified: Verified | None) -> dict[s
         with rt.db.transaction() as tx:
             if verified:
                 auth.consume(tx, verified)
-            created = store.insert_job(tx, job)
+            status = store.insert_job(tx, job)
             rt.cluster.register(cluster_object(document))
             registered = True
     except ServiceError:
         if registered:  # the commit failed after registration: take the object back
             _remove_quietly(rt, job_id, order.environment)
         raise
-    return {
-        "agreementId": order.agreement_id,
-        "jobId": job_id,
-        "owner": order.owner,
-        "status": 1,
-        "statusText": STATUS_TEXTS[1],
-        "dateCreated": created,
-        "dateFinished": None,
-        "results": "",
-        "stopreq": 0,
-        "removed": 0,
-        **_dids(document),
-    }
+    return status
 
 
-def statuses(rt: Runtime, jobs: JobFilter) -> list[dict[str, Any]]:
-    return [status_object(row) for row in store.job_rows(rt.db, jobs)]
+def statuses(rt: Runtime, jobs: JobFilter) -> str:
+    return store.job_statuses(rt.db, jobs)
 
 
-def stop(rt: Runtime, jobs: JobFilter, verified: Verified | None) -> list[dict[str, Any]]:
+def stop(rt: Runtime, jobs: JobFilter, verified: Verified | None) -> str:
     with rt.db.transaction() as tx:
         if verified:
             auth.consume(tx, verified)
         for job_id, namespace in store.request_stop(tx, jobs):
             rt.cluster.mark_stopped(job_id, namespace)
-        rows = store.job_rows(tx, jobs)
-    return [status_object(row) for row in rows]
+        return store.job_statuses(tx, jobs)
 
 
-def remove(rt: Runtime, jobs: JobFilter, verified: Verified | None) -> list[dict[str, Any]]:
+def remove(rt: Runtime, jobs: JobFilter, verified: Verified | None) -> str:
     """Stop the jobs, then delete their cluster objects and mark them removed."""
     with rt.db.transaction() as tx:
         if verified:
@@ -106,12 +92,11 @@ def remove(rt: Runtime, jobs: JobFilter, verified: Verified | None) -> list[dict
         store.request_stop(tx, jobs)
         for job_id, namespace in store.mark_removed(tx, jobs):
             rt.cluster.remove(job_id, namespace or rt.settings.default_namespace)
-        rows = store.job_rows(tx, jobs)
-    return [status_object(row) for row in rows]
+        return store.job_statuses(tx, jobs)
 
 
-def running(rt: Runtime) -> list[dict[str, Any]]:
-    return [{**status_object(row), "namespace": row[-1]} for row in store.running_rows(rt.db)]
+def running(rt: Runtime) -> str:
+    return store.running_statuses(rt.db)
 
 
 def output(rt: Runtime, request: ResultRequest) -> dict[str, Any]:
@@ -177,55 +162,6 @@ def cluster_object(document: dict[str, Any]) -> dict[str, Any]:
     obj = copy.deepcopy(document)
     del obj["metadata"]["secret"]
     return obj
-
-
-def status_object(row: Row) -> dict[str, Any]:
-    agreement, job, owner, status, text, created, finished, outputs, stopreq, removed = row[:10]
-    return {
-        "agreementId": agreement,
-        "jobId": job,
-        "owner": owner,
-        "status": status,
-        "statusText": text,
-        "dateCreated": created,
-        "dateFinished": finished,
-        "results": _results(outputs, expired=bool(row[11])),
-        "stopreq": stopreq,
-        "removed": removed,
-        **_dids(_json(row[10])),
-    }
-
-
-def _results(outputs: str | None, *, expired: bool) -> list[dict[str, Any]] | str:
-    """The files of a finished job, never their URLs: those stay behind getResult. Files the
-    expiry sweep deleted are still listed, each marked `expired`, so a client sees why
-    getResult answers 410 instead of finding an empty list."""
-    parsed = _json(outputs)
-    if not isinstance(parsed, list) or not parsed:
-        return ""
-    mark = {"expired": True} if expired else {}
-    return [
-        {**{k: v for k, v in entry.items() if k != "url"}, **mark}
-        for entry in parsed
-        if isinstance(entry, dict)
-    ]
-
-
-def _dids(document: Any) -> dict[str, Any]:
-    try:
-        stage = document["spec"]["metadata"]["stages"][0]
-        algorithm_id = stage["algorithm"].get("id")
-        inputs = [item["id"] for item in stage["input"] if isinstance(item, dict) and "id" in item]
-    except (TypeError, KeyError, IndexError, AttributeError):
-        return {"algoDID": "raw", "inputDID": []}
-    return {"algoDID": algorithm_id or "raw", "inputDID": inputs}
-
-
-def _json(raw: str | None) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
 
 
 def _remove_quietly(rt: Runtime, job_id: str, namespace: str) -> None:

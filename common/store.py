@@ -12,14 +12,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from common.db import Database, Row, Transaction, UniqueViolation
+from common.db import Database, Transaction, UniqueViolation
 from common.errors import BadRequest
 
 AGREEMENT_IN_USE = "`agreementId` already in use for other job."
-
-STATUS_COLUMNS = """agreementid, workflowid, owner, status, statustext,
-    extract(epoch from datecreated)::text, extract(epoch from datefinished)::text,
-    outputsurl, stopreq, removed, workflow, resultsexpired IS NOT NULL"""
 
 
 @dataclass(frozen=True)
@@ -111,14 +107,14 @@ def environments(db: Database) -> list[dict[str, Any]]:
 
 
 def insert_job(tx: Transaction, job: NewJob) -> str:
-    """Store a new job at status 1; return its dateCreated as the status object shows it."""
+    """Store a new job at status 1; return its status object, as JSON."""
     try:
         rows = tx.run(
             """INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow,
                    namespace, provider, chainid)
                VALUES (:agreement, :job, :owner, 1, 'Warming up', :workflow, :namespace,
                    :provider, :chain)
-               RETURNING extract(epoch from datecreated)::text""",
+               RETURNING job_status(jobs)::text""",
             agreement=job.agreement_id,
             job=job.job_id,
             owner=job.owner,
@@ -132,10 +128,12 @@ def insert_job(tx: Transaction, job: NewJob) -> str:
     return str(rows[0][0])
 
 
-def job_rows(db: Database | Transaction, jobs: JobFilter) -> list[Row]:
+def job_statuses(db: Database | Transaction, jobs: JobFilter) -> str:
+    """The status objects of the matching jobs, oldest first, as one JSON list."""
     where, params = jobs.where()
-    sql = f"SELECT {STATUS_COLUMNS} FROM jobs WHERE {where} ORDER BY datecreated"
-    return db.query(sql, **params)
+    sql = f"""SELECT coalesce(json_agg(job_status(jobs) ORDER BY datecreated), '[]')::text
+              FROM jobs WHERE {where}"""
+    return str(db.query(sql, **params)[0][0])
 
 
 def request_stop(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
@@ -189,11 +187,14 @@ def mark_workflow_deleted(db: Database, job_id: str) -> None:
     db.execute("UPDATE jobs SET workflowdeleted = NOW() WHERE workflowid = :job", job=job_id)
 
 
-def running_rows(db: Database) -> list[Row]:
-    return db.query(
-        f"""SELECT {STATUS_COLUMNS}, namespace FROM jobs
-            WHERE datefinished IS NULL ORDER BY datecreated"""
+def running_statuses(db: Database) -> str:
+    """The status objects of the unfinished jobs, each with its namespace, as one JSON list."""
+    rows = db.query(
+        """SELECT coalesce(json_agg(job_status(jobs)::jsonb || jsonb_build_object(
+                      'namespace', namespace) ORDER BY datecreated), '[]')::text
+           FROM jobs WHERE datefinished IS NULL"""
     )
+    return str(rows[0][0])
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from common.runtime import Runtime
 def create_job(request: Request, rt: Runtime) -> Response:
     order = StartRequest.parse(http.request_data(request, rt.settings))
     verified = auth.verify_provider(rt.settings, order.call)  # its nonce goes with the job
-    return http.json_response([jobs.start(rt, order, verified)])
+    return http.json_text_response(f"[{jobs.start(rt, order, verified)}]")
 
 
 start = http.function("start", {("POST", "/compute"): create_job})

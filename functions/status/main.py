@@ -10,12 +10,14 @@ from common.runtime import Runtime
 def job_status(request: Request, rt: Runtime) -> Response:
     query = JobQuery.parse(http.request_data(request, rt.settings), "GET")
     auth.authenticate_provider(rt.settings, rt.db, query.call)
-    return http.json_response(jobs.statuses(rt, query.signed_jobs(rt.settings.signature_required)))
+    return http.json_text_response(
+        jobs.statuses(rt, query.signed_jobs(rt.settings.signature_required))
+    )
 
 
 def running_jobs(request: Request, rt: Runtime) -> Response:
     auth.authenticate_admin(rt.settings, request.headers.get("Admin"))
-    return http.json_response(jobs.running(rt))
+    return http.json_text_response(jobs.running(rt))
 
 
 def environments(request: Request, rt: Runtime) -> Response:

@@ -18,11 +18,11 @@ def _signed_jobs(request: Request, rt: Runtime) -> tuple[JobFilter, Verified | N
 
 
 def stop_jobs(request: Request, rt: Runtime) -> Response:
-    return http.json_response(jobs.stop(rt, *_signed_jobs(request, rt)))
+    return http.json_text_response(jobs.stop(rt, *_signed_jobs(request, rt)))
 
 
 def delete_jobs(request: Request, rt: Runtime) -> Response:
-    return http.json_response(jobs.remove(rt, *_signed_jobs(request, rt)))
+    return http.json_text_response(jobs.remove(rt, *_signed_jobs(request, rt)))
 
 
 stop = http.function(
