@@ -211,34 +211,58 @@ END
 $function$;
 
 CREATE OR REPLACE FUNCTION job_results(outputs text, expired boolean) RETURNS jsonb
-  LANGUAGE sql IMMUTABLE
+  LANGUAGE plpgsql IMMUTABLE
 AS $function$
+DECLARE
+    files jsonb;
+BEGIN
     -- The files, never their URLs (those stay behind getResult); files the expiry sweep
     -- deleted are still listed, each marked expired; "" when there are none.
-    SELECT CASE WHEN jsonb_typeof(o) = 'array' AND jsonb_array_length(o) > 0 THEN (
+    IF outputs IS NULL THEN  -- an unfinished job: nothing to parse
+        RETURN '""';
+    END IF;
+    files := json_or_null(outputs);
+    IF jsonb_typeof(files) IS DISTINCT FROM 'array' OR jsonb_array_length(files) = 0 THEN
+        RETURN '""';
+    END IF;
+    RETURN (
         SELECT coalesce(jsonb_agg(
             CASE WHEN expired THEN (file - 'url') || '{"expired": true}' ELSE file - 'url' END
             ORDER BY n), '[]')
-        FROM jsonb_array_elements(o) WITH ORDINALITY AS listed (file, n)
-        WHERE jsonb_typeof(file) = 'object') ELSE '""' END
-    FROM (SELECT json_or_null(outputs) AS o) AS parsed
+        FROM jsonb_array_elements(files) WITH ORDINALITY AS listed (file, n)
+        WHERE jsonb_typeof(file) = 'object');
+END
 $function$;
 
-CREATE OR REPLACE FUNCTION job_status(j jobs) RETURNS json
+-- The DIDs are worked out once, when a job is stored (`dids`), not at every look; a finished
+-- job stored before the column existed has them worked out from its workflow when asked for,
+-- and the unfinished ones, which /runningjobs lists together, get theirs here.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS dids jsonb;
+UPDATE jobs SET dids = job_dids(workflow) WHERE dids IS NULL AND dateFinished IS NULL;
+
+-- /runningjobs (`listing`) shows each job's namespace too.
+DROP FUNCTION IF EXISTS job_status(jobs);
+CREATE OR REPLACE FUNCTION job_status(j jobs, listing boolean DEFAULT false) RETURNS json
   LANGUAGE sql STABLE
 AS $function$
-    SELECT json_build_object(
-        'agreementId', j.agreementid,
-        'jobId', j.workflowid,
-        'owner', j.owner,
-        'status', j.status,
-        'statusText', j.statustext,
-        'dateCreated', extract(epoch from j.datecreated)::text,
-        'dateFinished', extract(epoch from j.datefinished)::text,
-        'results', job_results(j.outputsurl, j.resultsexpired IS NOT NULL),
-        'stopreq', j.stopreq,
-        'removed', j.removed,
-        'algoDID', dids -> 'algoDID',
-        'inputDID', dids -> 'inputDID')
-    FROM job_dids(j.workflow) AS dids
+    SELECT CASE WHEN listing THEN json_build_object(
+            'agreementId', j.agreementid, 'jobId', j.workflowid, 'owner', j.owner,
+            'status', j.status, 'statusText', j.statustext,
+            'dateCreated', extract(epoch from j.datecreated)::text,
+            'dateFinished', extract(epoch from j.datefinished)::text,
+            'results', job_results(j.outputsurl, j.resultsexpired IS NOT NULL),
+            'stopreq', j.stopreq, 'removed', j.removed,
+            'algoDID', coalesce(j.dids, job_dids(j.workflow)) -> 'algoDID',
+            'inputDID', coalesce(j.dids, job_dids(j.workflow)) -> 'inputDID',
+            'namespace', j.namespace)
+        ELSE json_build_object(
+            'agreementId', j.agreementid, 'jobId', j.workflowid, 'owner', j.owner,
+            'status', j.status, 'statusText', j.statustext,
+            'dateCreated', extract(epoch from j.datecreated)::text,
+            'dateFinished', extract(epoch from j.datefinished)::text,
+            'results', job_results(j.outputsurl, j.resultsexpired IS NOT NULL),
+            'stopreq', j.stopreq, 'removed', j.removed,
+            'algoDID', coalesce(j.dids, job_dids(j.workflow)) -> 'algoDID',
+            'inputDID', coalesce(j.dids, job_dids(j.workflow)) -> 'inputDID')
+        END
 $function$;

@@ -111,9 +111,9 @@ def insert_job(tx: Transaction, job: NewJob) -> str:
     try:
         rows = tx.run(
             """INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow,
-                   namespace, provider, chainid)
+                   namespace, provider, chainid, dids)
                VALUES (:agreement, :job, :owner, 1, 'Warming up', :workflow, :namespace,
-                   :provider, :chain)
+                   :provider, :chain, job_dids(:workflow))
                RETURNING job_status(jobs)::text""",
             agreement=job.agreement_id,
             job=job.job_id,
@@ -190,8 +190,8 @@ def mark_workflow_deleted(db: Database, job_id: str) -> None:
 def running_statuses(db: Database) -> str:
     """The status objects of the unfinished jobs, each with its namespace, as one JSON list."""
     rows = db.query(
-        """SELECT coalesce(json_agg(job_status(jobs)::jsonb || jsonb_build_object(
-                      'namespace', namespace) ORDER BY datecreated), '[]')::text
+        """SELECT coalesce(json_agg(job_status(jobs, listing => true) ORDER BY datecreated),
+               '[]')::text
            FROM jobs WHERE datefinished IS NULL"""
     )
     return str(rows[0][0])

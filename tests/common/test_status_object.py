@@ -128,3 +128,28 @@ def test_every_field_and_its_order(db: Database) -> None:
         ("algoDID", "did:a"),
         ("inputDID", ["did:i"]),
     ]
+
+
+def test_an_upgrade_works_out_the_dids_of_unfinished_jobs_stored_before_it(db: Database) -> None:
+    """A job is stored with its DIDs worked out (`dids`); /runningjobs reads them from there."""
+    workflow = stage(algorithm={"id": "did:a"}, input=[{"id": "did:i"}])
+    for job, finished in (("old-running", None), ("old-done", "2026-01-01")):
+        db.execute(
+            """INSERT INTO jobs (agreementid, workflowid, owner, status, workflow, datefinished)
+               VALUES (:job, :job, '0xo', 40, :workflow, CAST(:finished AS timestamp))""",
+            job=job,
+            workflow=workflow,
+            finished=finished,
+        )
+    store.apply_schema(db)
+    stored = dict(db.query("SELECT workflowid, dids::text FROM jobs ORDER BY workflowid"))
+    assert stored == {
+        "old-done": None,
+        "old-running": '{"algoDID": "did:a", "inputDID": ["did:i"]}',
+    }
+    (listed,) = json.loads(store.running_statuses(db))
+    assert (listed["jobId"], listed["algoDID"], listed["namespace"]) == (
+        "old-running",
+        "did:a",
+        None,
+    )
