@@ -54,6 +54,7 @@ class Sample:
     service: float
     postgres: float
     generator: float  # this process, pgbench included once it has been waited for
+    pooler: float  # the PgBouncer a target goes through, if any
     stolen: tuple[int, int]  # ticks the hypervisor gave to other machines, and all ticks
 
 
@@ -66,12 +67,13 @@ class Meter:
     def __init__(self, postmaster: int) -> None:
         self.postmaster = postmaster
 
-    def sample(self, service: int | None) -> Sample:
+    def sample(self, service: int | None, pooler: int | None = None) -> Sample:
         mine, processes = os.times(), Processes()
         return Sample(
             service=processes.tree_seconds(service) if service else 0.0,
             postgres=processes.tree_seconds(self.postmaster),
             generator=mine.user + mine.system + mine.children_user + mine.children_system,
+            pooler=processes.tree_seconds(pooler) if pooler else 0.0,
             stolen=_stolen(),
         )
 
@@ -88,5 +90,5 @@ def per_request_ms(before: Sample, after: Sample, requests: int) -> dict[str, fl
     n = max(requests, 1)
     return {
         part: round((getattr(after, part) - getattr(before, part)) / n * 1000, 3)
-        for part in ("service", "postgres", "generator")
+        for part in ("service", "postgres", "generator", "pooler")
     }

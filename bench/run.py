@@ -4,9 +4,13 @@ in the same run on the same machine, and the growth of cost with stored jobs.
     .venv/bin/python -m bench.run                     # writes bench/RESULTS.md, results.jsonl
     .venv/bin/python -m bench.run --baseline 56f40bb  # and the service at that commit beside it
 
-References: (a) the same server stack answering a trivial handler (bench.reference); (b)
-PostgreSQL itself doing the single-row INSERT of a start and the SELECT of a status, through
-pgbench at the same concurrency, on the same server.
+References: (a) the same server stack, with the same workers and threads, answering a trivial
+handler (bench.reference); (b) PostgreSQL itself doing the statements of a start and of a status
+(the service's own SQL), through pgbench at the same concurrency, on the same server.
+
+The service and the reference run with one worker process and with one per core; the service
+also with 4, directly and through PgBouncer in transaction mode (when installed), for the
+scale-out rows. The load comes from the Go generator (bench/loadgen).
 
 Every target runs as its own server on its own database, all started up front, and each round
 measures each of them once, so that a ratio compares runs a minute apart, not ten: on a shared
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +38,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import load, report
+from bench import load, plots, report
 from bench.cpu import Meter, per_request_ms, postmaster_pid, steal_percent
 from bench.engine import kept_section as engine_section
 from bench.load import Request
-from bench.report import PGBENCH, SERVICE, TRIVIAL, stored
+from bench.report import (
+    PGBENCH,
+    RUNNING_UNFINISHED,
+    SERVICE_SEED,
+    WORKERS,
+    pooled,
+    running,
+    service,
+    stored,
+    trivial,
+)
 from common import store
 from common.config import Settings
 from common.db import Database
@@ -52,6 +67,9 @@ KEY = "0x" + "5a" * 32
 ADMIN = "bench-admin-secret"
 OWNER = "0x" + "0b" * 20
 CONCURRENCY = (1, 8, 32)
+SCALE_WORKERS = (1, 2, 4)
+MAX_CONNECTIONS = 300
+POOL_SIZE = 8  # PgBouncer's server connections: a few per core of a 2-core PostgreSQL
 SCENARIOS = ("plain", "status", "start", "mixed", "running")
 GROWTH = (0, 10_000, 100_000)
 STAGE = {
@@ -66,20 +84,43 @@ STAGE = {
 }
 WORKFLOW = json.dumps({"spec": {"metadata": {"stages": [STAGE]}}})
 # The statements a start and a status send, as pgbench scripts (pgbench reads ":op" as one of
-# its variables, hence did-op).
-PG_INSERT = (
+# its variables, hence did-op): the nonce consumed in the start's transaction, or in a status's
+# own asynchronous commit, and the status objects PostgreSQL builds.
+NONCE = (
+    "INSERT INTO provider_nonces (signer, nonce) VALUES ('0xpgbench', :n) ON CONFLICT DO NOTHING"
+)
+PG_START = (
     "\\set n random(1, 9000000000000000000)\n"
+    "BEGIN;\n"
+    f"{NONCE} RETURNING 1;\n"
     "INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow, namespace, "
     "provider, chainid) VALUES ('pgb-' || :n || '-' || :client_id, md5(random()::text), "
     f"'0xowner', 1, 'Warming up', '{WORKFLOW.replace('did:op:', 'did-op-')}', 'ocean-compute', "
-    "'0xprovider', '1') RETURNING extract(epoch from datecreated)::text;\n"
+    "'0xprovider', '1') RETURNING job_status(jobs)::text;\n"
+    "COMMIT;\n"
 )
-PG_SELECT = (
-    "SELECT agreementid, workflowid, owner, status, statustext, "
-    "extract(epoch from datecreated)::text, extract(epoch from datefinished)::text, "
-    "outputsurl, stopreq, removed, workflow FROM jobs "
-    "WHERE workflowid = md5('1') AND owner = '0xseed1' ORDER BY datecreated;\n"
+PG_STATUS = (
+    "\\set n random(1, 9000000000000000000)\n"
+    "WITH quick AS (SELECT set_config('synchronous_commit', 'off', true)) "
+    "INSERT INTO provider_nonces (signer, nonce) SELECT '0xpgbench', :n FROM quick "
+    "ON CONFLICT DO NOTHING RETURNING 1;\n"
+    "SELECT coalesce(json_agg(job_status(jobs) ORDER BY datecreated), '[]')::text FROM jobs "
+    "WHERE workflowid = md5('1') AND owner = '0xseed1';\n"
 )
+
+
+@dataclass(frozen=True)
+class Bouncer:
+    port: int
+    pid: int
+
+    def env(self) -> dict[str, str]:
+        return {
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_SSLMODE": "disable",
+            "POSTGRES_POOLER": "transaction",
+        }
 
 
 @dataclass
@@ -89,6 +130,7 @@ class Target:
     pid: int
     db: Database | None = None  # its own database, where its jobs go
     probe: str = ""  # a job of OWNER that status polls ask for
+    pooler: int | None = None  # the PgBouncer between it and PostgreSQL
 
 
 @contextmanager
@@ -125,6 +167,13 @@ class Bench:
         self.rows: list[dict[str, Any]] = []
         self.round = 0
         self.pg = postgres.start(work / "pg", delete_on_exit=True)
+        # Every target's threads hold a connection each, directly: about 150 in all, over the
+        # default 100 (which is the connection budget the PgBouncer rows are about).
+        admin = Database(Settings.from_env({**self.pg.env(), "SIGNATURE_REQUIRED": "0"}))
+        admin.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
+        admin.close()
+        self.pg.stop()
+        self.pg.restart()
         self.meter = Meter(postmaster_pid(self.pg.data_dir))
         self.env = {
             **os.environ,
@@ -158,10 +207,21 @@ class Bench:
         db.execute("VACUUM ANALYZE jobs")
         return db
 
-    def service(self, label: str, database: str, jobs: int = 0, tree: Path = ROOT) -> Target:
-        """The local run of the source in `tree`, on its own database, with a probe job."""
+    def service(
+        self,
+        label: str,
+        database: str,
+        jobs: int = 0,
+        *,
+        tree: Path = ROOT,
+        workers: int = 1,
+        through: Bouncer | None = None,
+    ) -> Target:
+        """The local run of the source in `tree`, with `workers` processes of 8 threads, on its
+        own database (`through` a PgBouncer, or directly), with a probe job."""
         db = self.database(database, jobs)
         port = free_port()
+        flags = (tree / "local" / "run.py").read_text()
         argv = [
             sys.executable,
             "-c",
@@ -170,26 +230,64 @@ class Bench:
             "runpy.run_module('local.run', run_name='__main__')",
             *("--control-plane", "off", "--port", str(port), "--data", str(self.work / database)),
             # The API alone: an engine would run the seeded jobs (and did, once bubblewrap was
-            # installed, which skewed every number). Trees older than the engine have no flag.
-            *(("--engine", "off") if "--engine" in (tree / "local" / "run.py").read_text() else ()),
+            # installed, which skewed every number). Trees older than the engine have no flag,
+            # and trees older than --workers run one.
+            *(("--engine", "off") if "--engine" in flags else ()),
+            *(("--workers", str(workers)) if "--workers" in flags else ()),
         ]
         url = f"http://127.0.0.1:{port}"
         env = {**self.env, "POSTGRES_DB": database}
-        log = self.work / f"{database}.log"
+        if through:
+            env |= through.env()
+        log = self.work / f"{label.replace(' ', '_').replace(',', '')}.log"
         pid = self.stack.enter_context(process(argv, env, url + "/", log, cwd=tree))
         agreement = f"probe-{uuid.uuid4().hex}"
         probe = load.smoke(url, "probe", self.starts(1, agreement), 1, 10, max_requests=1)
         if probe.statuses != {200: 1}:
             raise RuntimeError(f"{label}: the probe start answered {dict(probe.statuses)}")
         job = db.query("SELECT workflowid FROM jobs WHERE agreementid = :a", a=agreement)[0][0]
-        return Target(label, url, pid, db, job)
+        return Target(label, url, pid, db, job, pooler=through.pid if through else None)
 
-    def reference(self) -> Target:
+    def reference(self, workers: int) -> Target:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "bench.reference", "--port", str(port)]
-        log = self.work / "reference.log"
-        return Target(TRIVIAL, url, self.stack.enter_context(process(argv, self.env, url, log)))
+        argv += ["--workers", str(workers)]
+        log = self.work / f"reference-{workers}.log"
+        pid = self.stack.enter_context(process(argv, self.env, url, log))
+        return Target(trivial(workers), url, pid)
+
+    def bouncer(self) -> Bouncer | None:
+        """PgBouncer in transaction mode in front of the embedded server, run as the server's
+        own user (it refuses root, and the server's socket is in that user's folder)."""
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).exists():
+            print("pgbouncer is not installed: no PgBouncer rows", file=sys.stderr)
+            return None
+        user = self.pg.server.system_user
+        folder = self.work / "pgbouncer"
+        folder.mkdir()
+        port = free_port()
+        (folder / "pgbouncer.ini").write_text(
+            f"""[databases]
+* = host={self.pg.socket_dir} port={self.pg.port} user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+default_pool_size = {POOL_SIZE}
+max_client_conn = 1000
+logfile = {folder / "pgbouncer.log"}
+"""
+        )
+        shutil.chown(folder, user)
+        shutil.chown(folder / "pgbouncer.ini", user)
+        child = subprocess.Popen([binary, "-q", str(folder / "pgbouncer.ini")], user=user)
+        self.stack.callback(child.wait, 30)
+        self.stack.callback(child.terminate)
+        return Bouncer(port, child.pid)
 
     # -- requests, signed before the clock starts ---------------------------------------------
 
@@ -234,9 +332,9 @@ class Bench:
         # More requests than the fastest target answers in the time: the clock ends a run.
         n = int((2500 if concurrency > 1 else 1500) * self.seconds)
         requests = self.requests(scenario, n, target.probe)
-        before = self.meter.sample(target.pid)
+        before = self.meter.sample(target.pid, target.pooler)
         result = load.run(target.url, scenario, requests, concurrency, self.seconds)
-        after = self.meter.sample(target.pid)
+        after = self.meter.sample(target.pid, target.pooler)
         done = len(result.latencies_ms)
         cpu_ms = per_request_ms(before, after, done)
         if result.generator_cpu_s is not None:  # its own count leaves out reading the pool
@@ -323,30 +421,55 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     with ExitStack() as stack:
         bench = Bench(args.seconds, work, stack)
-        reference = bench.reference()
-        service = bench.service(SERVICE, "bench_service")
+        references = [bench.reference(w) for w in WORKERS]
+        services = [bench.service(service(w), f"bench_service_{w}", SERVICE_SEED, workers=w)
+                    for w in WORKERS]  # fmt: skip
         growth = [bench.service(stored(n), f"bench_{n}", n) for n in GROWTH]
-        baseline = None
+        # Scale-out: one PostgreSQL, more workers, directly and through PgBouncer.
+        bouncer = bench.bouncer()
+        scaling = [
+            bench.service(service(w), f"bench_service_{w}", SERVICE_SEED, workers=w)
+            for w in SCALE_WORKERS
+            if w not in WORKERS
+        ]
+        if bouncer:
+            scaling += [
+                bench.service(
+                    pooled(w), f"bench_pooled_{w}", SERVICE_SEED, workers=w, through=bouncer
+                )
+                for w in SCALE_WORKERS
+            ]
+        unfinished = 2 * RUNNING_UNFINISHED  # half of the seeded jobs are unfinished
+        listing = [bench.service(running("service"), "bench_running", unfinished)]
+        baseline = []
         if args.baseline:
             tree = work / "baseline"
             stack.callback(
                 subprocess.run, ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT
             )
             commit = git_worktree(args.baseline, tree)
-            baseline = bench.service(f"baseline {commit}", "bench_baseline", tree=tree)
+            before = f"baseline {commit}"
+            baseline = [bench.service(before, "bench_baseline", SERVICE_SEED, tree=tree)]
+            listing.append(
+                bench.service(running(before), "bench_baseline_running", unfinished, tree=tree)
+            )
         pgbench_db = bench.database("bench_pgbench", jobs=1)
         for bench.round in range(1, args.rounds + 1):
-            for c in CONCURRENCY:
-                bench.measure(reference, "trivial", c)
-            for c in CONCURRENCY:
-                for scenario in SCENARIOS:
-                    bench.measure(service, scenario, c)
-            for target in [*growth, *([baseline] if baseline else [])]:
+            for reference in references:
+                for c in CONCURRENCY:
+                    bench.measure(reference, "trivial", c)
+            for target in services:
+                for c in CONCURRENCY:
+                    for scenario in SCENARIOS:
+                        bench.measure(target, scenario, c)
+            for target in [*growth, *scaling, *baseline]:
                 for scenario in ("status", "start"):
                     bench.measure(target, scenario, 32)
+            for target in listing:
+                bench.measure(target, "running", 32)
             for c in CONCURRENCY:
-                bench.pgbench(PG_INSERT, "pg-insert", c, "bench_pgbench")
-                bench.pgbench(PG_SELECT, "pg-select", c, "bench_pgbench")
+                bench.pgbench(PG_START, "pg-start", c, "bench_pgbench")
+                bench.pgbench(PG_STATUS, "pg-status", c, "bench_pgbench")
                 pgbench_db.execute("DELETE FROM jobs WHERE agreementid LIKE 'pgb-%'")
     minutes = (time.monotonic() - started) / 60
     args.out.with_name("results.jsonl").write_text(
@@ -354,6 +477,7 @@ def main() -> int:
     )
     settings = report.Settings(args.rounds, args.seconds, minutes, args.baseline)
     # The engine's section comes from `bench.engine`, a run of its own: keep it.
+    plots.draw(bench.rows, args.out.parent)
     args.out.write_text(report.markdown(bench.rows, settings) + engine_section(args.out))
     print(f"wrote {args.out}; the servers' logs are in {work}")
     return 0
