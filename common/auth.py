@@ -125,10 +125,11 @@ def verify_provider(settings: Settings, call: SignedCall) -> Verified | None:
 
 
 def authenticate_provider(settings: Settings, db: Database, call: SignedCall) -> str | None:
-    """For a call that changes nothing (status, getResult): verify it, and consume its nonce
-    in a commit of its own that does not wait for the disk. A database crash can forget the
-    last moment of such nonces, which lets a read be replayed once: harmless, and it spares
-    every read an fsync. Returns the signer (None in legacy mode)."""
+    """For a call that changes nothing (getResult; a status consumes its nonce in its read):
+    verify it, and consume its nonce in a commit of its own that does not wait for the disk.
+    A database crash can forget the last moment of such nonces, which lets a read be replayed
+    once: harmless, and it spares every read an fsync. Returns the signer (None in legacy
+    mode)."""
     verified = verify_provider(settings, call)
     if verified is None:
         return None
@@ -144,9 +145,12 @@ def consume(db: Database | Transaction, verified: Verified) -> None:
     else:
         fresh = store.consume_nonce(db, verified.signer, verified.nonce_ns)
     if not fresh:
-        raise _refused(
-            "nonce_reused", Unauthorized(f"Nonce {verified.nonce_text} was already used")
-        )
+        raise reused(verified)
+
+
+def reused(verified: Verified) -> ServiceError:
+    """The refusal of a call whose nonce was used before."""
+    return _refused("nonce_reused", Unauthorized(f"Nonce {verified.nonce_text} was already used"))
 
 
 def nanoseconds(nonce: Nonce) -> int:

@@ -50,18 +50,22 @@ def apply_schema(db: Database) -> None:
         tx.run(sql)
 
 
+# A nonce consumed in a statement whose commit does not wait for the WAL to reach the disk
+# (set_config's local value lasts for the statement's own transaction): `fresh` has a row when
+# it was not used before. For calls that change nothing else.
+CONSUME_QUICKLY = """WITH quick AS (SELECT set_config('synchronous_commit', 'off', true)),
+    fresh AS (INSERT INTO provider_nonces (signer, nonce) SELECT :signer, :nonce FROM quick
+              ON CONFLICT DO NOTHING RETURNING 1)"""
+
+
 def consume_nonce(db: Database, signer: str, nonce_ns: int) -> bool:
-    """True exactly once per (signer, nonce), atomically, even under concurrent requests; in
-    one statement whose commit does not wait for the WAL to reach the disk (set_config's local
-    value lasts for the statement's own transaction). For calls that change nothing else."""
+    """True exactly once per (signer, nonce), atomically, even under concurrent requests."""
     rows = db.execute(
-        """WITH quick AS (SELECT set_config('synchronous_commit', 'off', true))
-           INSERT INTO provider_nonces (signer, nonce) SELECT :signer, :nonce FROM quick
-           ON CONFLICT DO NOTHING RETURNING 1""",
+        f"{CONSUME_QUICKLY} SELECT EXISTS (SELECT FROM fresh)",
         signer=signer.lower(),
         nonce=nonce_ns,
     )
-    return bool(rows)
+    return bool(rows[0][0])
 
 
 def consume_nonce_in(tx: Transaction, signer: str, nonce_ns: int) -> bool:
@@ -131,9 +135,22 @@ def insert_job(tx: Transaction, job: NewJob) -> str:
 def job_statuses(db: Database | Transaction, jobs: JobFilter) -> str:
     """The status objects of the matching jobs, oldest first, as one JSON list."""
     where, params = jobs.where()
-    sql = f"""SELECT coalesce(json_agg(job_status(jobs) ORDER BY datecreated), '[]')::text
-              FROM jobs WHERE {where}"""
-    return str(db.query(sql, **params)[0][0])
+    return str(db.query(_statuses(where), **params)[0][0])
+
+
+def job_statuses_consuming(db: Database, jobs: JobFilter, signer: str, nonce_ns: int) -> str | None:
+    """The same, and the call's nonce consumed in the same statement, as consume_nonce does:
+    one round trip. None, and no jobs read, when the nonce was used before."""
+    where, params = jobs.where()
+    statuses = _statuses(where)
+    sql = f"{CONSUME_QUICKLY} SELECT CASE WHEN EXISTS (SELECT FROM fresh) THEN ({statuses}) END"
+    found = db.execute(sql, signer=signer.lower(), nonce=nonce_ns, **params)[0][0]
+    return None if found is None else str(found)
+
+
+def _statuses(where: str) -> str:
+    return f"""SELECT coalesce(json_agg(job_status(jobs) ORDER BY datecreated), '[]')::text
+               FROM jobs WHERE {where}"""
 
 
 def request_stop(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:

@@ -9,10 +9,9 @@ from common.runtime import Runtime
 
 def job_status(request: Request, rt: Runtime) -> Response:
     query = JobQuery.parse(http.request_data(request, rt.settings), "GET")
-    auth.authenticate_provider(rt.settings, rt.db, query.call)
-    return http.json_text_response(
-        jobs.statuses(rt, query.signed_jobs(rt.settings.signature_required))
-    )
+    verified = auth.verify_provider(rt.settings, query.call)  # its nonce goes with the read
+    selected = query.signed_jobs(rt.settings.signature_required)
+    return http.json_text_response(jobs.statuses(rt, selected, verified))
 
 
 def running_jobs(request: Request, rt: Runtime) -> Response:
