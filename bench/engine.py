@@ -84,7 +84,7 @@ class Bench:
             chain_id=None,
         )
         with self.db.transaction() as tx:
-            store.insert_job(tx, new)
+            store.insert_job(tx, new, None)
         return job_id
 
     def times(self, job_id: str) -> dict[int, float]:

@@ -59,9 +59,11 @@ def start(rt: Runtime, order: StartRequest, verified: Verified | None) -> str:
     registered = False
     try:
         with rt.db.transaction() as tx:
-            if verified:
-                auth.consume(tx, verified)
-            status = store.insert_job(tx, job)
+            nonce = (verified.signer, verified.nonce_ns) if verified else None
+            status = store.insert_job(tx, job, nonce)
+            if status is None:
+                assert verified is not None  # only a nonce stores nothing
+                raise auth.reused(verified)
             rt.cluster.register(cluster_object(document))
             registered = True
     except ServiceError:

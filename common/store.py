@@ -68,15 +68,14 @@ def consume_nonce(db: Database, signer: str, nonce_ns: int) -> bool:
     return bool(rows[0][0])
 
 
+INSERT_NONCE = """INSERT INTO provider_nonces (signer, nonce) VALUES (:signer, :nonce)
+    ON CONFLICT DO NOTHING"""
+
+
 def consume_nonce_in(tx: Transaction, signer: str, nonce_ns: int) -> bool:
     """The same, inside the transaction of a change: durable with it, or rolled back with it.
     A concurrent transaction with the same nonce waits on the key, then finds it taken."""
-    rows = tx.run(
-        """INSERT INTO provider_nonces (signer, nonce) VALUES (:signer, :nonce)
-           ON CONFLICT DO NOTHING RETURNING 1""",
-        signer=signer.lower(),
-        nonce=nonce_ns,
-    )
+    rows = tx.run(f"{INSERT_NONCE} RETURNING 1", signer=signer.lower(), nonce=nonce_ns)
     return bool(rows)
 
 
@@ -110,15 +109,23 @@ def environments(db: Database) -> list[dict[str, Any]]:
     return [{**_env_status(status), "lastSeen": seen, "id": ns} for ns, status, seen in rows]
 
 
-def insert_job(tx: Transaction, job: NewJob) -> str:
-    """Store a new job at status 1; return its status object, as JSON."""
+def insert_job(tx: Transaction, job: NewJob, nonce: tuple[str, int] | None) -> str | None:
+    """Store a new job at status 1, and consume the call's (signer, nonce) in the same
+    statement: its status object, as JSON; None, and nothing stored, when the nonce was used
+    before. Without a nonce (legacy mode), the job alone."""
+    columns = """INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow,
+                     namespace, provider, chainid, dids)"""
+    values = """:agreement, :job, :owner, 1, 'Warming up', :workflow, :namespace, :provider,
+                :chain, job_dids(:workflow)"""
+    sql = f"{columns} VALUES ({values})"
+    used: dict[str, Any] = {}
+    if nonce is not None:
+        sql = f"""WITH fresh AS ({INSERT_NONCE} RETURNING 1)
+                  {columns} SELECT {values} FROM fresh"""
+        used = {"signer": nonce[0].lower(), "nonce": nonce[1]}
     try:
         rows = tx.run(
-            """INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow,
-                   namespace, provider, chainid, dids)
-               VALUES (:agreement, :job, :owner, 1, 'Warming up', :workflow, :namespace,
-                   :provider, :chain, job_dids(:workflow))
-               RETURNING job_status(jobs)::text""",
+            f"{sql} RETURNING job_status(jobs)::text",
             agreement=job.agreement_id,
             job=job.job_id,
             owner=job.owner,
@@ -126,10 +133,11 @@ def insert_job(tx: Transaction, job: NewJob) -> str:
             namespace=job.namespace,
             provider=job.provider,
             chain=None if job.chain_id is None else str(job.chain_id),
+            **used,
         )
     except UniqueViolation:
         raise BadRequest(AGREEMENT_IN_USE) from None
-    return str(rows[0][0])
+    return str(rows[0][0]) if rows else None
 
 
 def job_statuses(db: Database | Transaction, jobs: JobFilter) -> str:

@@ -110,9 +110,10 @@ def test_is_idempotent(admin_init: FlaskClient, settings: Settings) -> None:
 def test_an_upgrade_waits_behind_a_start_instead_of_deadlocking_it(
     admin_init: FlaskClient, settings: Settings
 ) -> None:
-    """A start consumes its nonce, then inserts its job, in one transaction. An upgrade that
-    came between the two used to take jobs, then wait for provider_nonces: PostgreSQL broke the
-    deadlock by failing one of them, and the fuzzing saw a start answered 503."""
+    """A start consumes its nonce, then inserts its job, in one transaction (and now in one
+    statement, in that order); a stop or a delete too. An upgrade that came between the two
+    used to take jobs, then wait for provider_nonces: PostgreSQL broke the deadlock by failing
+    one of them, and the fuzzing saw a start answered 503."""
     assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
     request, observer = Database(settings), Database(settings)
     job = store.NewJob("agreement-1", "job-1", "0xowner", "env", {}, None, None)
@@ -122,7 +123,7 @@ def test_an_upgrade_waits_behind_a_start_instead_of_deadlocking_it(
             upgrade = pool.submit(admin_init.post, URL, headers={"Admin": ADMIN_SECRET})
             waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'"
             wait_for(lambda: observer.query(waiting)[0][0], what="the upgrade to wait on a lock")
-            store.insert_job(tx, job)  # a deadlock is detected here, a second later
+            store.insert_job(tx, job, None)  # a deadlock was detected here, a second later
         assert upgrade.result(timeout=30).status_code == 200
     assert observer.query("SELECT workflowid FROM jobs") == [["job-1"]]
     request.close()
