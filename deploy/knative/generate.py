@@ -35,6 +35,13 @@ GATEWAY = {
     "namespace": NAMESPACE,
 }
 THREADS = 8  # the server's threads; containerConcurrency matches them, so none queue inside
+# The connection budget (README: Connections, and PgBouncer). A pod is one worker process, which
+# holds up to THREADS PostgreSQL connections, one a thread. Directly, every pod of every
+# function shares max_connections (100 by default) with the engine and the superusers' reserve
+# (about 15): 80 connections, 10 pods, split by how busy each function gets. Through PgBouncer
+# (POSTGRES_POOLER=transaction) a pod's connections are PgBouncer's clients: raise these up to
+# its max_client_conn / THREADS.
+MAX_SCALE = {"status": 3, "start": 2, "result": 2, "stop": 1, "list": 1, "admin_init": 1}
 JOBS_NAMESPACE = "ocean-compute"
 ENGINE_PORT = 9090  # the engine's /metrics and /healthz
 JOBS_ROOT = "/var/lib/operator/jobs"  # the jobs' folders: the engine's and the stage pods'
@@ -91,7 +98,14 @@ def knative_service(function: str) -> dict[str, Any]:
             "template": {
                 "metadata": {
                     # The public HTTPRoute does not route /metrics: Prometheus scrapes each pod.
-                    "annotations": {"autoscaling.knative.dev/min-scale": "1", **prometheus(8080)}
+                    "annotations": {
+                        "autoscaling.knative.dev/min-scale": "1",
+                        "autoscaling.knative.dev/max-scale": str(MAX_SCALE[function]),
+                        # Scale out before a pod's threads are all taken: one worker's
+                        # interpreter runs one request at a time, the others wait on I/O.
+                        "autoscaling.knative.dev/target-utilization-percentage": "70",
+                        **prometheus(8080),
+                    }
                 },
                 "spec": {
                     "serviceAccountName": service_name(function),

@@ -50,6 +50,19 @@ def test_prometheus_scrapes_every_function_pod_where_it_serves_metrics() -> None
         assert int(annotations["prometheus.io/port"]) == container["ports"][0]["containerPort"]
 
 
+def test_every_pod_at_its_maximum_scale_fits_postgresql_default_connections() -> None:
+    """A pod holds a connection per thread; all of them together must leave room in
+    PostgreSQL's default max_connections (100) for the engine and the superusers (README)."""
+    held = 0
+    for service in load("services.yaml"):
+        template = service["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        pods = int(annotations["autoscaling.knative.dev/max-scale"])
+        assert pods >= int(annotations["autoscaling.knative.dev/min-scale"]) >= 1
+        held += pods * template["spec"]["containerConcurrency"]
+    assert held <= 80
+
+
 def test_each_function_has_a_service_running_as_its_own_account() -> None:
     accounts = {
         doc["metadata"]["name"] for doc in load("rbac.yaml") if doc["kind"] == "ServiceAccount"
