@@ -240,29 +240,20 @@ $function$;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS dids jsonb;
 UPDATE jobs SET dids = job_dids(workflow) WHERE dids IS NULL AND dateFinished IS NULL;
 
--- /runningjobs (`listing`) shows each job's namespace too.
-DROP FUNCTION IF EXISTS job_status(jobs);
-CREATE OR REPLACE FUNCTION job_status(j jobs, listing boolean DEFAULT false) RETURNS json
+CREATE OR REPLACE FUNCTION job_status(j jobs) RETURNS json
   LANGUAGE sql STABLE
 AS $function$
-    SELECT CASE WHEN listing THEN json_build_object(
-            'agreementId', j.agreementid, 'jobId', j.workflowid, 'owner', j.owner,
-            'status', j.status, 'statusText', j.statustext,
-            'dateCreated', extract(epoch from j.datecreated)::text,
-            'dateFinished', extract(epoch from j.datefinished)::text,
-            'results', job_results(j.outputsurl, j.resultsexpired IS NOT NULL),
-            'stopreq', j.stopreq, 'removed', j.removed,
-            'algoDID', coalesce(j.dids, job_dids(j.workflow)) -> 'algoDID',
-            'inputDID', coalesce(j.dids, job_dids(j.workflow)) -> 'inputDID',
-            'namespace', j.namespace)
-        ELSE json_build_object(
-            'agreementId', j.agreementid, 'jobId', j.workflowid, 'owner', j.owner,
-            'status', j.status, 'statusText', j.statustext,
-            'dateCreated', extract(epoch from j.datecreated)::text,
-            'dateFinished', extract(epoch from j.datefinished)::text,
-            'results', job_results(j.outputsurl, j.resultsexpired IS NOT NULL),
-            'stopreq', j.stopreq, 'removed', j.removed,
-            'algoDID', coalesce(j.dids, job_dids(j.workflow)) -> 'algoDID',
-            'inputDID', coalesce(j.dids, job_dids(j.workflow)) -> 'inputDID')
-        END
+    SELECT json_build_object(
+        'agreementId', j.agreementid,
+        'jobId', j.workflowid,
+        'owner', j.owner,
+        'status', j.status,
+        'statusText', j.statustext,
+        'dateCreated', extract(epoch from j.datecreated)::text,
+        'dateFinished', extract(epoch from j.datefinished)::text,
+        'results', job_results(j.outputsurl, j.resultsexpired IS NOT NULL),
+        'stopreq', j.stopreq,
+        'removed', j.removed,
+        'algoDID', coalesce(j.dids, job_dids(j.workflow)) -> 'algoDID',
+        'inputDID', coalesce(j.dids, job_dids(j.workflow)) -> 'inputDID')
 $function$;

@@ -215,8 +215,12 @@ def mark_workflow_deleted(db: Database, job_id: str) -> None:
 def running_statuses(db: Database) -> str:
     """The status objects of the unfinished jobs, each with its namespace, as one JSON list."""
     rows = db.query(
-        """SELECT coalesce(json_agg(job_status(jobs, listing => true) ORDER BY datecreated),
-               '[]')::text
+        # job_status's object with the namespace as its last key: json_build_object's text
+        # always ends with its closing brace, and a jsonb merge would reorder every key.
+        """SELECT '[' || coalesce(string_agg(
+                   left(job_status(jobs)::text, -1) || ', "namespace" : '
+                   || coalesce(to_json(namespace)::text, 'null') || '}', ', '
+                   ORDER BY datecreated), '') || ']'
            FROM jobs WHERE datefinished IS NULL"""
     )
     return str(rows[0][0])
