@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from bench import sections
 from bench.cpu import Processes
 from common import jobs, store
 from common.config import Settings
@@ -41,7 +42,6 @@ from local import postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- engine benchmark: begin -->", "<!-- engine benchmark: end -->"
 NAMESPACE = "ocean-compute"
 ORIGINAL_POLL_SECONDS = 5.0
 NO_OP = {"rawcode": "#", "container": {"image": "busybox", "tag": "latest", "entrypoint": "true"}}
@@ -245,7 +245,6 @@ def report(found: dict[str, Any]) -> str:
 
     return "\n".join(
         [
-            BEGIN,
             "## The engine",
             "",
             f"Regenerate with `.venv/bin/python -m bench.engine` ({found['took']:.0f} s). "
@@ -279,26 +278,8 @@ def report(found: dict[str, Any]) -> str:
             "- a no-op job runs configure (Python) and the algorithm, each in a sandbox of its "
             "own (publishing runs none when there are no outputs), so one of each bounds it "
             f"from below: {floor * 1000:.0f} ms",
-            END,
         ]
     )
-
-
-def kept_section(path: Path) -> str:
-    """This benchmark's section of a results file, for a writer of the rest to keep."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN not in text:
-        return ""
-    return "\n" + text[text.index(BEGIN) : text.index(END) + len(END)] + "\n"
-
-
-def write(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
 
 
 def main() -> int:
@@ -336,7 +317,7 @@ def main() -> int:
             f"{platform.platform()}"
         )
         section = report(found)
-        write(section)
+        sections.write(RESULTS, sections.ENGINE, section)
         print(section)
         print(json.dumps({k: v for k, v in found.items() if not isinstance(v, list | dict)}))
         db.close()

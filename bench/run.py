@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,9 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import load, plots, report
+from bench import load, plots, report, sections
 from bench.cpu import Meter, per_request_ms, postmaster_pid, steal_percent
-from bench.engine import kept_section as engine_section
 from bench.load import Request
 from bench.report import (
     PGBENCH,
@@ -56,7 +54,7 @@ from bench.report import (
 from common import store
 from common.config import Settings
 from common.db import Database
-from local import postgres
+from local import pgbouncer, postgres
 from local.ports import free_port
 from opclient.signing import Signer
 
@@ -107,20 +105,6 @@ PG_STATUS = (
     "SELECT coalesce(json_agg(job_status(jobs) ORDER BY datecreated), '[]')::text FROM jobs "
     "WHERE workflowid = md5('1') AND owner = '0xseed1';\n"
 )
-
-
-@dataclass(frozen=True)
-class Bouncer:
-    port: int
-    pid: int
-
-    def env(self) -> dict[str, str]:
-        return {
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": str(self.port),
-            "POSTGRES_SSLMODE": "disable",
-            "POSTGRES_POOLER": "transaction",
-        }
 
 
 @dataclass
@@ -215,7 +199,7 @@ class Bench:
         *,
         tree: Path = ROOT,
         workers: int = 1,
-        through: Bouncer | None = None,
+        through: pgbouncer.Bouncer | None = None,
     ) -> Target:
         """The local run of the source in `tree`, with `workers` processes of 8 threads, on its
         own database (`through` a PgBouncer, or directly), with a probe job."""
@@ -257,37 +241,21 @@ class Bench:
         pid = self.stack.enter_context(process(argv, self.env, url, log))
         return Target(trivial(workers), url, pid)
 
-    def bouncer(self) -> Bouncer | None:
+    def bouncer(self) -> pgbouncer.Bouncer | None:
         """PgBouncer in transaction mode in front of the embedded server, run as the server's
-        own user (it refuses root, and the server's socket is in that user's folder)."""
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-        if not Path(binary).exists():
+        own user, whose folder holds the server's socket."""
+        if not pgbouncer.available():
             print("pgbouncer is not installed: no PgBouncer rows", file=sys.stderr)
             return None
-        user = self.pg.server.system_user
-        folder = self.work / "pgbouncer"
-        folder.mkdir()
-        port = free_port()
-        (folder / "pgbouncer.ini").write_text(
-            f"""[databases]
-* = host={self.pg.socket_dir} port={self.pg.port} user=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = any
-pool_mode = transaction
-default_pool_size = {POOL_SIZE}
-max_client_conn = 1000
-logfile = {folder / "pgbouncer.log"}
-"""
+        return self.stack.enter_context(
+            pgbouncer.running(
+                self.work / "pgbouncer",
+                server=str(self.pg.socket_dir),
+                server_port=self.pg.port,
+                user=self.pg.server.system_user,
+                pool_size=POOL_SIZE,
+            )
         )
-        shutil.chown(folder, user)
-        shutil.chown(folder / "pgbouncer.ini", user)
-        child = subprocess.Popen([binary, "-q", str(folder / "pgbouncer.ini")], user=user)
-        self.stack.callback(child.wait, 30)
-        self.stack.callback(child.terminate)
-        return Bouncer(port, child.pid)
 
     # -- requests, signed before the clock starts ---------------------------------------------
 
@@ -476,9 +444,10 @@ def main() -> int:
         "".join(json.dumps(r) + "\n" for r in bench.rows)
     )
     settings = report.Settings(args.rounds, args.seconds, minutes, args.baseline)
-    # The engine's section comes from `bench.engine`, a run of its own: keep it.
     plots.draw(bench.rows, args.out.parent)
-    args.out.write_text(report.markdown(bench.rows, settings) + engine_section(args.out))
+    # The engine's and the profile's sections come from runs of their own: keep them.
+    kept = [sections.kept(args.out, name) for name in sections.KEPT]
+    args.out.write_text(report.markdown(bench.rows, settings) + "".join(kept))
     print(f"wrote {args.out}; the servers' logs are in {work}")
     return 0
 

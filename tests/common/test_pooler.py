@@ -10,17 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from common.config import Settings
 from common.db import Database
-from local.ports import free_port
+from local import pgbouncer
 from tests import debian_postgres
 from tests.local.test_run import ROOT
 
@@ -31,45 +29,13 @@ ROLE_SETUP = "ALTER ROLE postgres SET statement_timeout = '15s'"
 SUITES = ("tests/functions", "tests/hardening", "tests/common/test_nonces.py")
 
 
-@dataclass(frozen=True)
-class Pooled:
-    port: int  # PgBouncer's
-    direct_port: int  # PostgreSQL's
-
-    def env(self) -> dict[str, str]:
-        return {
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": str(self.port),
-            "POSTGRES_SSLMODE": "disable",
-            "POSTGRES_POOLER": "transaction",
-        }
-
-    def settings(self) -> Settings:
-        return Settings.from_env({**self.env(), "SIGNATURE_REQUIRED": "0"})
-
-
-def bouncer_config(folder: Path, *, port: int, database_port: int) -> str:
-    return f"""\
-[databases]
-* = host=127.0.0.1 port={database_port} user=postgres
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = any
-pool_mode = transaction
-server_round_robin = 1
-default_pool_size = 8
-max_client_conn = 500
-logfile = {folder / "pgbouncer.log"}
-pidfile = {folder / "pgbouncer.pid"}
-"""
+def through(bouncer: pgbouncer.Bouncer) -> Settings:
+    return Settings.from_env({**bouncer.env(), "SIGNATURE_REQUIRED": "0"})
 
 
 @pytest.fixture(scope="module")
-def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pooled]:
-    pgbouncer = debian_postgres.require("/usr/sbin/pgbouncer", package="pgbouncer", tier=TIER)
+def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgbouncer.Bouncer]:
+    debian_postgres.require(pgbouncer.BINARY, package="pgbouncer", tier=TIER)
     folder = tmp_path_factory.mktemp("pooler")
     server = debian_postgres.initdb(folder, tier=TIER)
     with server.serving() as database_port:
@@ -77,50 +43,29 @@ def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pooled]:
             str(server.binaries / "psql"), "-h", "127.0.0.1", "-p", str(database_port),
             "-U", "postgres", "-c", ROLE_SETUP,
         )  # fmt: skip
-        port = free_port()
-        config = folder / "pgbouncer.ini"
-        config.write_text(bouncer_config(folder, port=port, database_port=database_port))
-        server.give(config)
-        process = subprocess.Popen(
-            [str(pgbouncer), str(config)], user=server.user, stderr=subprocess.DEVNULL
-        )
-        try:
-            pooled = Pooled(port=port, direct_port=database_port)
-            _wait_until_it_answers(pooled, process)
-            yield pooled
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        with pgbouncer.running(
+            folder / "pgbouncer",
+            server="127.0.0.1",
+            server_port=database_port,
+            user=server.user,
+            round_robin=True,  # each transaction on the next server connection
+        ) as bouncer:
+            yield bouncer
 
 
-def _wait_until_it_answers(pooled: Pooled, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        db = Database(pooled.settings())
-        try:
-            db.query("SELECT 1")
-            return
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-        finally:
-            db.close()
-
-
-def test_each_statement_may_run_on_another_server_connection(pooled: Pooled) -> None:
+def test_each_statement_may_run_on_another_server_connection(pooled: pgbouncer.Bouncer) -> None:
     """What the pooled session is for: with three server connections open and PgBouncer
     handing them out in turn (server_round_robin), one client's statements land on each of
     them, and every result comes back whole. A statement prepared on one of them would not
     exist on the next."""
-    holders = [Database(pooled.settings()) for _ in range(3)]
+    holders = [Database(through(pooled)) for _ in range(3)]
     with ExitStack() as stack:  # three transactions at once: three server connections
         opened = {
             stack.enter_context(db.transaction()).run("SELECT pg_backend_pid()")[0][0]
             for db in holders
         }
     assert len(opened) == 3
-    client = Database(pooled.settings())
+    client = Database(through(pooled))
     seen = set()
     for n in range(12):
         ((pid, doubled),) = client.query("SELECT pg_backend_pid(), :n::int * 2", n=n)
@@ -131,15 +76,15 @@ def test_each_statement_may_run_on_another_server_connection(pooled: Pooled) -> 
         db.close()
 
 
-def test_the_role_carries_the_statement_limit(pooled: Pooled) -> None:
-    db = Database(pooled.settings())
+def test_the_role_carries_the_statement_limit(pooled: pgbouncer.Bouncer) -> None:
+    db = Database(through(pooled))
     assert db.query("SHOW statement_timeout") == [["15s"]]
     db.close()
 
 
 @pytest.mark.timeout(900)
 def test_the_functions_and_hardening_suites_pass_through_pgbouncer(
-    pooled: Pooled, tmp_path: Path
+    pooled: pgbouncer.Bouncer, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}
     result = subprocess.run(
