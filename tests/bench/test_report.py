@@ -75,6 +75,7 @@ def test_the_report_and_its_plots_come_from_the_rows_of_a_run(tmp_path: Path) ->
                 rows.append(row(n, target, scenario, 400, **extra))
         for label in ("service", "baseline abc123"):
             rows.append(row(n, report.running(label), "running", 50, **extra))
+        rows.append(row(n, report.WRK, "trivial", 1000, cpu_ms=cost, steal_percent=0.0))
 
     text = report.markdown(rows, report.Settings(2, 2.0, 1.0, "abc123"))
     drawn = plots.draw(rows, tmp_path)
@@ -83,5 +84,6 @@ def test_the_report_and_its_plots_come_from_the_rows_of_a_run(tmp_path: Path) ->
                     "## Before and after", "![growth with stored jobs](growth.png)"):  # fmt: skip
         assert section in text
     assert "| /runningjobs at 2,000 unfinished >= 10x baseline abc123 | 1.0 (1.0-1.0) |" in text
+    assert "wrk, in C on epoll, 0.100 (0.100-0.100) ms" in text
     assert [path.name for path in drawn] == ["throughput.png", "scaling.png", "growth.png"]
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in drawn)
