@@ -442,7 +442,8 @@ def main() -> int:
             )
             commit = git_worktree(args.baseline, tree)
             before = f"baseline {commit}"
-            baseline = [bench.service(before, "bench_baseline", SERVICE_SEED, tree=tree)]
+            # A twin of stored(0), which it is compared with: the same seed and scenarios.
+            baseline = [bench.service(before, "bench_baseline", tree=tree)]
             listing.append(
                 bench.service(running(before), "bench_baseline_running", unfinished, tree=tree)
             )
