@@ -406,6 +406,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="per run")
     parser.add_argument("--baseline", metavar="REV", help="also measure the service at REV")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--no-profile", dest="profile", action="store_false", help="skip bench.profile after"
+    )
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)  # before the run, not after it
     # a stopped run still stops its servers and removes its worktree
@@ -476,6 +479,10 @@ def main() -> int:
     kept = [sections.kept(args.out, name) for name in sections.KEPT]
     args.out.write_text(report.markdown(bench.rows, settings) + "".join(kept))
     print(f"wrote {args.out}; the servers' logs are in {work}")
+    if args.profile:  # where the CPU goes, in the same file: one command makes all of it
+        again = ["--baseline", args.baseline] if args.baseline else []
+        profile = [sys.executable, "-m", "bench.profile", *again, "--out", str(args.out)]
+        return subprocess.run(profile, cwd=ROOT, check=False).returncode
     return 0
 
 
