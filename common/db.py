@@ -254,7 +254,7 @@ class Database:
                 self._discard(conn)
                 log.warning("PostgreSQL unavailable: %s", _describe(exc))
                 raise _unavailable() from None
-            if code == "42P01" or code == "42883":  # undefined table / function
+            if code in ("42P01", "42883", "42703"):  # undefined table / function / column
                 log.error("database schema missing: %s", _describe(exc))
                 raise _unavailable("database not initialised: POST /pgsqlinit first") from None
             raise

@@ -282,6 +282,33 @@ def test_signed_calls_work_on_an_upgraded_original_database(
     assert "ocean-compute" in [env["id"] for env in listed.json]
 
 
+def test_a_database_one_upgrade_behind_answers_503_until_pgsqlinit(
+    admin_init: FlaskClient, settings: Settings, start: FlaskClient, status: FlaskClient
+) -> None:
+    """The schema of the release before status objects were PostgreSQL's: no `dids` column,
+    no `job_status`. Its calls say what to do, and change nothing, until /pgsqlinit."""
+    assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
+    db = Database(settings)
+    db.execute("DROP FUNCTION job_status(jobs)")
+    db.execute("ALTER TABLE jobs DROP COLUMN dids")
+    db.execute("SELECT * FROM announce('ocean-compute', '{}', 0)")
+    for answer in (
+        start.post("/api/v1/operator/compute", json=start_body("before-upgrade")),
+        status.get("/api/v1/operator/compute", query_string=PROVIDER.signed(job_id="x")),
+        status.get("/api/v1/operator/runningjobs", headers={"Admin": ADMIN_SECRET}),
+    ):
+        assert (answer.status_code, answer.json) == (
+            503,
+            {"error": "database not initialised: POST /pgsqlinit first"},
+        )
+    assert db.query("SELECT count(*) FROM jobs") == [[0]]
+
+    assert admin_init.post(URL, headers={"Admin": ADMIN_SECRET}).status_code == 200
+    started = start.post("/api/v1/operator/compute", json=start_body("after-upgrade"))
+    assert started.status_code == 200, started.json
+    db.close()
+
+
 @pytest.mark.parametrize(
     ("headers", "code", "message"),
     [({}, 400, "The Admin header is required"), ({"Admin": "nope"}, 401, "Invalid Admin header")],
