@@ -67,6 +67,9 @@ def test_the_engine_reports_its_jobs_stages_and_queue(
         dirs, pg_env, args=("--listen", f"127.0.0.1:{port}"), maxJobs=1, maxJobDuration=3
     ):
         wait_for(lambda: health(url)[0] == 200, what="the engine's /healthz")
+        # /healthz answers from the start; a start needs the environment announced.
+        announced = "SELECT 1 FROM envs WHERE namespace = :n"
+        wait_for(lambda: db.query(announced, n=ENVIRONMENT), what="the engine's announcement")
         # One slot: the first job runs into its deadline while the other three wait.
         timeout = start_job(start, algorithm_stage("import time\ntime.sleep(600)"))
         failing = start_job(start, algorithm_stage("import sys\nsys.exit(3)"))
