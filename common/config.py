@@ -100,9 +100,9 @@ class Settings:
             postgres_user=env.get("POSTGRES_USER") or "postgres",
             # Empty is valid: trust and peer authentication need no password.
             postgres_password=env.get("POSTGRES_PASSWORD", ""),
-            postgres_sslmode=read("POSTGRES_SSLMODE", _ssl_mode, "prefer"),
+            postgres_sslmode=read("POSTGRES_SSLMODE", _one_of(SSL_MODES), "prefer"),
             postgres_sslrootcert=read("POSTGRES_SSLROOTCERT", _file, None),
-            postgres_pooler=read("POSTGRES_POOLER", _pooler, "none"),
+            postgres_pooler=read("POSTGRES_POOLER", _one_of(POOLERS), "none"),
             signature_required=signature_required,
             allowed_providers=providers,
             allowed_admins=read("ALLOWED_ADMINS", _secret_list, NO_SECRETS),
@@ -119,7 +119,7 @@ class Settings:
             nonce_window=read("NONCE_WINDOW", _positive, 300),
             log_cfg=read("LOG_CFG", _file, None),
             log_level=read("LOG_LEVEL", _log_level, "INFO"),
-            log_format=read("LOG_FORMAT", _log_format, "text"),
+            log_format=read("LOG_FORMAT", _one_of(LOG_FORMATS), "text"),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
@@ -218,22 +218,16 @@ def _file(raw: str) -> Path:
     return path
 
 
-def _pooler(raw: str) -> Pooler:
-    if raw not in POOLERS:
-        raise ValueError(f"{raw!r} is not one of {', '.join(POOLERS)}")
-    return raw
+def _one_of(choices: tuple[T, ...]) -> Callable[[str], T]:
+    """A parser that accepts exactly one of `choices`."""
 
+    def parse(raw: str) -> T:
+        for choice in choices:
+            if raw == choice:
+                return choice
+        raise ValueError(f"{raw!r} is not one of {', '.join(map(str, choices))}")
 
-def _ssl_mode(raw: str) -> SslMode:
-    if raw not in SSL_MODES:
-        raise ValueError(f"{raw!r} is not one of {', '.join(SSL_MODES)}")
-    return raw
-
-
-def _log_format(raw: str) -> LogFormat:
-    if raw not in LOG_FORMATS:
-        raise ValueError(f"{raw!r} is not one of {', '.join(LOG_FORMATS)}")
-    return raw
+    return parse
 
 
 def _log_level(raw: str) -> str:

@@ -75,9 +75,8 @@ def start(rt: Runtime, order: StartRequest, verified: Verified | None) -> str:
 
 def statuses(rt: Runtime, jobs: JobFilter, verified: Verified | None) -> str:
     """The jobs' status objects; the call's nonce is consumed in the same statement, in a
-    commit that does not wait for the disk (contract section 2). A database crash can forget
-    the last moment of such nonces, which lets a read be replayed once: harmless, and it spares
-    every read an fsync. verified is None in legacy mode."""
+    commit that does not wait for the disk, as auth.authenticate_provider says why (verified
+    is None in legacy mode)."""
     if verified is None:
         return store.job_statuses(rt.db, jobs)
     found = store.job_statuses_consuming(rt.db, jobs, verified.signer, verified.nonce_ns)
