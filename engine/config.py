@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ class Environment:
     network: bool = False  # whether algorithms may reach the network
     allowed_chain_ids: tuple[int, ...] = ()
     cpu_type: str = ""
+    # Private networks its fetches may reach (on-premises data): none by default.
+    allow_networks: tuple[str, ...] = ()
 
     def announcement(self, running: int) -> dict[str, Any]:
         """The status JSON announce() stores, with exactly the keys of the original engine."""
@@ -95,6 +98,8 @@ class EngineConfig:
     poll_seconds: float = 2.0  # the fallback when a notification is missed
     sweep_seconds: float = 60.0
     stage_seconds: int = 600  # the limit of configure and publish, which run our own code
+    fetch_seconds: float = 300.0  # the limit of one download
+    fetch_min_rate: float = 16384.0  # bytes a second, on average, past a download's first 10 s
     sandbox: str | None = None  # "bwrap" or "unshare"; None: bubblewrap when installed
     kubernetes: KubernetesRunner | None = None  # run stages as Jobs instead of sandboxes
 
@@ -155,6 +160,8 @@ class EngineConfig:
             poll_seconds=reader.number(engine, "pollSeconds", 2.0, "engine"),
             sweep_seconds=reader.number(engine, "sweepSeconds", 60.0, "engine"),
             stage_seconds=int(reader.number(engine, "stageSeconds", 600, "engine")),
+            fetch_seconds=reader.number(engine, "fetchSeconds", 300.0, "engine"),
+            fetch_min_rate=reader.number(engine, "fetchMinRate", 16384.0, "engine"),
             sandbox=_sandbox(engine.get("sandbox"), problems),
             kubernetes=_kubernetes(reader, engine.get("kubernetes")),
         )
@@ -225,6 +232,7 @@ def _environment(
     if not isinstance(chains, list) or not all(isinstance(c, int) for c in chains):
         reader.problems.append(f"{where}.allowedChainId: must be a list of integers")
         chains = []
+    networks = _networks(raw.get("allowNetworks"), f"{where}.allowNetworks", reader.problems)
     network = raw.get("network", False)
     if not isinstance(network, bool):
         reader.problems.append(f"{where}.network: must be true or false")
@@ -245,4 +253,16 @@ def _environment(
         network=network,
         allowed_chain_ids=tuple(chains),
         cpu_type=str(raw.get("cpuType", "") or ""),
+        allow_networks=networks,
     )
+
+
+def _networks(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:
+    """CIDR networks, each checked and written in its canonical form."""
+    found = []
+    for item in _list(value, problems):
+        try:
+            found.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            problems.append(f"{where}: {item!r} is not a network such as 10.1.0.0/16")
+    return tuple(found)

@@ -107,13 +107,18 @@ class JobRun:
         self.data.mkdir(parents=True)
         self.ctx.runner.provide(self.data)
         (self.data / "ddos").mkdir()
+        self.ctx.runner.provide(self.data / "ddos")  # configure replaces the workflow in it
         stage = self.stage()
         (self.data / "ddos" / "workflow.json").write_text(json.dumps(stage))
+        config = self.ctx.config
         env = {
-            "MAX_INPUT_BYTES": str(min(self.ctx.config.max_input_bytes, self.env.disk_bytes)),
-            "INPUT_ROOTS": json.dumps([str(p) for p in self.ctx.config.input_roots]),
+            "MAX_INPUT_BYTES": str(min(config.max_input_bytes, self.env.disk_bytes)),
+            "INPUT_ROOTS": json.dumps([str(p) for p in config.input_roots]),
+            "ALLOW_NETWORKS": json.dumps(self.env.allow_networks),
+            "FETCH_SECONDS": str(config.fetch_seconds),
+            "FETCH_MIN_RATE": str(config.fetch_min_rate),
         }
-        binds = tuple((root, str(root), False) for root in self.ctx.config.input_roots)
+        binds = tuple((root, str(root), False) for root in config.input_roots)
         outcome = self.run_stage(
             self.stage_spec(
                 Stage.CONFIGURE,

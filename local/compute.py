@@ -8,6 +8,8 @@ so a job started right after the banner finds its environment. The engine dies w
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -29,21 +31,25 @@ PR_SET_PDEATHSIG = 1
 
 DEFAULT_CONFIG = """\
 # The environments the local engine serves (README: The engine). Written once by `make run`;
-# edit it and restart `make run` to change them.
+# edit it and restart `make run` to change them. maxJobDuration and storageExpiry are left
+# out, so ALGO_POD_TIMEOUT and STORAGE_EXPIRY (or the engine's defaults) decide them.
 environments:
   - id: ocean-compute
     description: bubblewrap sandboxes on this machine
     maxJobs: 2            # jobs running at once
     cpuNumber: 1
-    ramGB: 1              # address space of the algorithm
+    ramGB: 1              # memory of the algorithm, tmpfs and shared memory included
     diskGB: 1             # the job folder (inputs, outputs) and its published results
-    maxJobDuration: 600   # seconds of algorithm; default ALGO_POD_TIMEOUT
-    storageExpiry: 604800 # seconds results are kept; default STORAGE_EXPIRY
     priceMin: 0
     network: false        # whether algorithms may reach the network
+    allowNetworks: []     # private networks inputs may come from, e.g. [10.1.0.0/16]
 engine:
   leaseSeconds: 15
+  inputRoots: [INPUTS]    # file:// inputs come from here
 """
+# The sha256 of the default earlier versions wrote: such a file, never edited, pinned
+# maxJobDuration: 600 and storageExpiry: 604800 over the variables, and is replaced.
+EARLIER_DEFAULTS = {"08f0990ef23958f97ad18966c0ca78156c49a32ad4badba41a2edbc692cd4809"}
 
 
 @dataclass
@@ -73,9 +79,7 @@ def available() -> str | None:
 
 
 def start(env: Mapping[str, str], data: Path, settings: Settings) -> LocalEngine:
-    config = data / "engine.yaml"
-    if not config.exists():
-        config.write_text(DEFAULT_CONFIG)
+    config = write_default_config(data)
     listen = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "--work-root", str(data / "engine"), "--listen", listen],
@@ -90,6 +94,21 @@ def start(env: Mapping[str, str], data: Path, settings: Settings) -> LocalEngine
         engine.stop()
         raise RuntimeError(f"the engine did not start (exit code {process.returncode})")
     return engine
+
+
+def write_default_config(data: Path) -> Path:
+    """The data folder's engine.yaml: written when missing, or when it is an earlier
+    version's default that nobody edited; an edited one is the operator's and stays."""
+    config = data / "engine.yaml"
+    inputs = data / "inputs"
+    inputs.mkdir(exist_ok=True)
+    try:
+        written = hashlib.sha256(config.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        written = None
+    if written is None or written in EARLIER_DEFAULTS:
+        config.write_text(DEFAULT_CONFIG.replace("INPUTS", json.dumps(str(inputs))))
+    return config
 
 
 def _heartbeat_seen(settings: Settings, process: subprocess.Popen[bytes]) -> bool:

@@ -213,7 +213,8 @@ def stage_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         algorithm["rawcode"] = args.algorithm_file.read_text()
     if args.algorithm_url:
         algorithm["url"] = args.algorithm_url
-    inputs = [{"id": f"url:{url}", "url": [url], "index": i} for i, url in enumerate(args.input)]
+    # An id of its own, not the URL: the algorithm sees the ids (DIDS), never a URL.
+    inputs = [{"id": f"input-{i}", "url": [url], "index": i} for i, url in enumerate(args.input)]
     return {"index": 0, "input": inputs, "algorithm": algorithm, "compute": {}, "output": {}}
 
 

@@ -27,7 +27,7 @@ def serve(files: dict[str, bytes]) -> Iterator[Storage]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             storage.seen_headers.append(dict(self.headers.items()))
-            body = storage.files.get(self.path.lstrip("/"))
+            body = storage.files.get(self.path.partition("?")[0].lstrip("/"))
             if body is None:
                 self.send_response(404)
                 self.end_headers()

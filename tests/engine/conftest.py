@@ -35,6 +35,7 @@ from tests.sandbox import require_bubblewrap
 require_bubblewrap()
 
 # Each test's engine: short leases and polls, so takeovers and fallbacks happen in test time.
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
 ENGINE_TUNING = {"leaseSeconds": 2, "heartbeatSeconds": 1, "pollSeconds": 1, "sweepSeconds": 1}
 
 
@@ -76,7 +77,16 @@ def settings(base_settings: Settings, dirs: Dirs) -> Settings:
 def engine_yaml(
     dirs: Dirs, engine: dict[str, Any] | None = None, **environment: Any
 ) -> dict[str, Any]:
-    env = {"id": ENVIRONMENT, "maxJobs": 2, "ramGB": 1, "diskGB": 0.25, **environment}
+    # The tests' stand-in storage serves on loopback, as on-premises data serves on an internal
+    # network: allowed here, as an operator would allow it; the SSRF tests take it away.
+    env = {
+        "id": ENVIRONMENT,
+        "maxJobs": 2,
+        "ramGB": 1,
+        "diskGB": 0.25,
+        "allowNetworks": LOOPBACK,
+        **environment,
+    }
     return {
         "environments": [env],
         "engine": {

@@ -1,5 +1,6 @@
-"""The README's walk-through on `make run` with its engine: a real algorithm over a URL input
-runs to 70 in a sandbox, its output downloads with a matching checksum, its logs show."""
+"""The README's walk-through on `make run` with its engine: a real algorithm over an input of
+the data folder's inputs runs to 70 in a sandbox, its output downloads with a matching checksum,
+its logs show; the seed's ALGO_POD_TIMEOUT ends a long algorithm."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ print(f"summed {len(rows)} rows")
 """
 
 
+ALGO_POD_TIMEOUT = 5
+
+
 @pytest.fixture(scope="module")
 def engine_run() -> Iterator[LocalRun]:
     """A local run with its engine, in a folder the sandbox user can pass through (pytest's
@@ -39,7 +43,8 @@ def engine_run() -> Iterator[LocalRun]:
     base = Path(tempfile.mkdtemp(prefix="local-engine-"))
     base.chmod(0o711)
     try:
-        with launch(base / ".data", control_plane="off", engine="on") as run:
+        env = {"ALGO_POD_TIMEOUT": str(ALGO_POD_TIMEOUT)}
+        with launch(base / ".data", control_plane="off", engine="on", env=env) as run:
             yield run
     finally:
         remove_tree(base)
@@ -63,8 +68,9 @@ def test_a_real_algorithm_runs_to_70_and_its_output_downloads_with_its_checksum(
     engine_run: LocalRun, tmp_path: Path
 ) -> None:
     (tmp_path / "sum.py").write_text(ALGORITHM)
-    with storage.serve({"data.csv": b"name,value\na,40\nb,2\n"}) as server:
-        done = start_and_wait(engine_run, tmp_path / "sum.py", "--input", f"{server.url}/data.csv")
+    data = engine_run.data / "inputs" / "data.csv"  # the README's "Try it" puts it there
+    data.write_bytes(b"name,value\na,40\nb,2\n")
+    done = start_and_wait(engine_run, tmp_path / "sum.py", "--input", data.as_uri())
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     job_id = lines[0].split()[1]
@@ -77,6 +83,29 @@ def test_a_real_algorithm_runs_to_70_and_its_output_downloads_with_its_checksum(
 
     log = opctl(engine_run, "logs", job_id, "algorithm")
     assert log.returncode == 0 and "summed 2 rows" in log.stdout
+
+
+def test_a_loopback_input_is_refused_by_the_default_environment(
+    engine_run: LocalRun, tmp_path: Path
+) -> None:
+    (tmp_path / "sum.py").write_text(ALGORITHM)
+    with storage.serve({"data.csv": b"name,value\na,1\n"}) as server:
+        done = start_and_wait(engine_run, tmp_path / "sum.py", "--input", f"{server.url}/data.csv")
+        assert server.seen_headers == []
+    assert done.returncode == 4
+    job_id = done.stdout.splitlines()[0].split()[1]
+    log = opctl(engine_run, "logs", job_id, "configure")
+    assert "is a loopback address" in log.stdout
+
+
+def test_algo_pod_timeout_ends_a_long_algorithm(engine_run: LocalRun, tmp_path: Path) -> None:
+    (tmp_path / "long.py").write_text("import time\ntime.sleep(60)")
+    began = time.monotonic()
+    done = start_and_wait(engine_run, tmp_path / "long.py")
+    assert done.returncode == 4 and time.monotonic() - began < 40
+    job_id = done.stdout.splitlines()[0].split()[1]
+    [job] = opctl_json(engine_run, "status", job_id)
+    assert (job["status"], job["stopreq"]) == (70, 2)
 
 
 def test_wait_exits_4_when_the_algorithm_fails(engine_run: LocalRun, tmp_path: Path) -> None:
