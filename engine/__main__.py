@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ, serves_api=False)
+        configure_logging(settings)
         if settings.postgres_pooler != "none":
             # It LISTENs for new jobs and stops, and a pooler in transaction mode drops a LISTEN.
             raise ConfigError("POSTGRES_POOLER: the engine connects to PostgreSQL directly")
@@ -57,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SandboxUnavailable) as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings)
     db = Database(settings)
     workflows = None if settings.cluster == "off" else WorkflowMirror(api_client(settings))
     engine = Engine(config, db, runner, workflows=workflows)
@@ -86,6 +86,14 @@ def build_runner(config: EngineConfig, settings: Settings) -> Runner[Any]:
     if kube is None:
         sandbox = SandboxRunner(tool=config.sandbox)
         sandbox.check_reachable(config.work_root, config.results_root, *config.input_roots)
+        if sandbox.cgroups is None:
+            log.warning(
+                "no control group can be made here (the engine is not root, or the cgroup "
+                "controllers memory and pids are not writable): each sandbox process is "
+                "bounded on its own, and several processes, tmpfs and shared memory together "
+                "are not (README: Isolation)"
+            )
+        log.info("sandboxes: %s, %s", sandbox.tool, sandbox.bounds())
         return sandbox
     if settings.cluster == "off":
         raise ConfigError("engine.kubernetes: needs CLUSTER=in-cluster (or kubeconfig)")

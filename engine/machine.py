@@ -390,8 +390,8 @@ def _algorithm_outcome(outcome: Outcome) -> str:
         return "timeout"
     if outcome.ending is Ending.STOPPED:
         return "stopped"
-    if outcome.ending is Ending.QUOTA:
-        return "quota"
+    if outcome.ending in (Ending.QUOTA, Ending.MEMORY):
+        return str(outcome.ending)
     return "algorithm_failed"  # a non-zero exit, or it could not start
 
 

@@ -30,6 +30,7 @@ OUTCOMES = (
     "timeout",  # maxJobDuration
     "stopped",  # stopreq = 1
     "quota",  # wrote more than the environment's disk
+    "memory",  # used more than the environment's memory, as a whole
     "engine_lost",  # taken over at 40: the algorithm is not run twice
     "engine_error",  # the engine failed on the job (its log says where)
     "resumed",  # taken over while publishing: how it ended is in the job's own logs
@@ -69,7 +70,7 @@ def stage_ended(stage: Stage, outcome: Outcome) -> None:
 
 
 def ending(outcome: Outcome) -> str:
-    """succeeded, failed (non-zero exit), timeout, stopped, quota or not_started."""
+    """succeeded, failed (non-zero exit), timeout, stopped, quota, memory or not_started."""
     if outcome.ending is Ending.EXITED:
         return "succeeded" if outcome.exit_code == 0 else "failed"
     if outcome.ending is Ending.FAILED:

@@ -27,6 +27,7 @@ class Ending(enum.StrEnum):
     TIMEOUT = "timeout"  # the deadline passed and the runner killed it
     STOPPED = "stopped"  # the engine asked the runner to stop it
     QUOTA = "quota"  # it wrote more than the job's disk quota and was killed
+    MEMORY = "memory"  # its memory, as a whole, reached the limit and the kernel killed it
     FAILED = "failed"  # it could not be started at all
 
 
@@ -75,7 +76,7 @@ class Outcome:
             return f"killed at its deadline {took}"
         if self.ending is Ending.STOPPED:
             return f"stopped on request {took}"
-        if self.ending is Ending.QUOTA:
+        if self.ending in (Ending.QUOTA, Ending.MEMORY):
             return f"killed {took}: {self.detail}"
         return f"could not start: {self.detail}"
 

@@ -23,12 +23,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.cgroups import Cgroups, Group, GroupLimits
 from engine.container import Podman
 from engine.runner import Ending, Outcome, Stage, StageSpec
 
 NOBODY = 65534
 QUOTA_CHECK_SECONDS = 0.5
 TMP_BYTES = 64 * 1024 * 1024
+SHM_BYTES = 16 * 1024 * 1024  # /dev/shm; /dev itself is read-only
+SHM = "/dev/shm"  # noqa: S108 - a tmpfs of the sandbox's own
 TMP = "/tmp"  # noqa: S108 - a tmpfs of the sandbox's own
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What of /etc a program needs to run (dynamic linker, time zone, CA certificates), and what a
@@ -72,6 +75,8 @@ echo 0 > proc/sys/user/max_user_namespaces
 for name in null zero full random urandom; do
     touch "dev/$name"; mount --bind "/dev/$name" "dev/$name"
 done
+mkdir dev/shm
+mount -t tmpfs -o size=SHM_BYTES,nosuid,nodev shm dev/shm
 mount -t tmpfs -o size=TMP_BYTES tmpfs tmp
 ln -s PYTHON opt/bin/python; ln -s PYTHON opt/bin/python3
 pivot_root . .old
@@ -98,14 +103,21 @@ class SandboxHandle:
     next_quota_check: float = 0.0
     fds: list[int] = field(default_factory=list)
     container: str | None = None  # the algorithm's podman container, when it runs in one
+    group: Group | None = None  # the sandbox's control group, where the engine makes them
 
 
 class SandboxRunner:
     def __init__(
-        self, *, tool: str | None = None, python: str | None = None, containers: bool = True
+        self,
+        *,
+        tool: str | None = None,
+        python: str | None = None,
+        containers: bool = True,
+        cgroups: bool = True,
     ) -> None:
         """`tool` is "bwrap" or "unshare"; by default bubblewrap when installed. With
-        `containers`, an algorithm whose image podman has here runs in that image."""
+        `containers`, an algorithm whose image podman has here runs in that image. With
+        `cgroups`, each sandbox gets a control group where the engine can make one."""
         self.tool = tool or ("bwrap" if shutil.which("bwrap") else "unshare")
         if shutil.which(self.tool) is None:
             raise SandboxUnavailable(f"{self.tool} is not installed: `apt-get install bubblewrap`")
@@ -113,6 +125,7 @@ class SandboxRunner:
             raise SandboxUnavailable(f"the unshare sandbox builds its root on {MOUNT_POINT}")
         self.python = python or _system_python()
         self.drop_to_nobody = os.geteuid() == 0
+        self.cgroups = Cgroups.find() if cgroups else None
         self.podman = Podman.find() if containers else None
         # Whether a stage runs in its image, decided once per stage (a subprocess of podman's):
         # `describe` asks first, `start` takes that answer, so the log and the run agree.
@@ -128,7 +141,8 @@ class SandboxRunner:
         user = f"uid {NOBODY}" if self.drop_to_nobody else f"uid {os.geteuid()}"
         network = "with network" if spec.network else "no network"
         kind = "bubblewrap" if self.tool == "bwrap" else "unshare"
-        line = f"{kind} sandbox, {user}, {network}, read-only system, /data writable"
+        line = f"{kind} sandbox, {user}, {network}, read-only system, /data writable, "
+        line += self.bounds()
         if spec.image:
             why = "podman does not have it here" if self.podman else "no container runtime here"
             line += (
@@ -136,6 +150,12 @@ class SandboxRunner:
                 f"interpreters run the entrypoint ({self.python} as python)"
             )
         return line
+
+    def bounds(self) -> str:
+        """What bounds a sandbox's memory and processes as a whole, said once at start too."""
+        if self.cgroups is None:
+            return "no control group (memory and processes bounded per process only)"
+        return f"{self.cgroups.describe()} (memory, swap, processes, CPU)"
 
     def provide(self, folder: Path) -> None:
         if self.drop_to_nobody:
@@ -169,6 +189,9 @@ class SandboxRunner:
                 handle.container = self.podman.name(spec)
             else:
                 argv = self._argv(spec, handle.fds)
+                if self.cgroups is not None:
+                    handle.group = self.cgroups.create(_group_name(spec), _group_limits(spec))
+                    argv = [*_joining(handle.group), *argv]
             handle.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -220,10 +243,13 @@ class SandboxRunner:
             argv += self._unshare(spec)
         limits = spec.limits
         cpu_seconds = math.ceil(limits.seconds * limits.cpus) + 1
+        # The control group bounds memory as a whole; without one, each process is bounded
+        # on its own (which several processes, tmpfs and shared memory get around).
+        memory = [] if self.cgroups is not None else [f"--as={limits.memory_bytes}"]
         return [
             *argv,
             "prlimit",
-            f"--as={limits.memory_bytes}",
+            *memory,
             f"--cpu={cpu_seconds}",
             f"--nproc={limits.processes}",
             f"--nofile={limits.open_files}",
@@ -240,6 +266,7 @@ class SandboxRunner:
             "SYSTEM_DIRS": " ".join(SYSTEM_DIRS),
             "ETC_NAMES": " ".join(ETC + (ETC_NETWORK if spec.network else ())),
             "TMP_BYTES": str(TMP_BYTES),
+            "SHM_BYTES": str(SHM_BYTES),
             "PYTHON": self.python,
         }.items():
             script = script.replace(name, value)
@@ -273,7 +300,17 @@ class SandboxRunner:
                 argv += ["--ro-bind", path, path]
         for name in ETC + (ETC_NETWORK if spec.network else ()):
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", TMP]
+        argv += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            str(SHM_BYTES),
+            "--tmpfs",
+            SHM,
+        ]
+        argv += ["--remount-ro", "/dev", "--size", str(TMP_BYTES), "--tmpfs", TMP]
         argv += ["--dir", "/opt/bin", "--symlink", self.python, "/opt/bin/python"]
         argv += ["--symlink", self.python, "/opt/bin/python3"]
         argv += ["--bind-fd", str(data_fd), "/data", *binds, "--remount-ro", "/"]
@@ -308,6 +345,8 @@ class SandboxRunner:
         if handle.container is not None and self.podman is not None:
             self.podman.kill(handle.container)  # the container is not in our process group
         process = handle.process
+        if handle.group is not None:
+            handle.group.kill()
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -317,15 +356,44 @@ class SandboxRunner:
     def _ended(
         self, handle: SandboxHandle, ending: Ending, code: int | None, detail: str = ""
     ) -> Outcome:
-        handle.outcome = Outcome(ending, code, handle.started, time.time(), detail=detail)
+        finished = time.time()
+        if handle.group is not None:
+            # Nothing of the sandbox may outlive it: publish and cleanup touch its folder next.
+            handle.group.kill()
+            usage = handle.group.usage()
+            if usage.oom_killed and ending is Ending.EXITED:
+                limit = handle.spec.limits.memory_bytes
+                ending, detail = Ending.MEMORY, f"out of memory: its limit is {limit} bytes"
+        handle.outcome = Outcome(ending, code, handle.started, finished, detail=detail)
         self._close(handle)
         return handle.outcome
 
     def _close(self, handle: SandboxHandle) -> None:
+        if handle.group is not None:
+            handle.group.remove()
+            handle.group = None
         for fd in handle.fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         handle.fds.clear()
+
+
+def _group_name(spec: StageSpec) -> str:
+    return f"{spec.job_id}-{spec.stage}-{time.monotonic_ns()}"
+
+
+def _group_limits(spec: StageSpec) -> GroupLimits:
+    limits = spec.limits
+    return GroupLimits(
+        memory_bytes=limits.memory_bytes, processes=limits.processes, cpus=limits.cpus
+    )
+
+
+def _joining(group: Group) -> list[str]:
+    """A prefix that puts the sandbox's first process into `group` before it execs the
+    sandbox, so that every process of the sandbox is in it from the start."""
+    script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+    return ["/bin/sh", "-c", script, "join", *map(str, group.procs_files), "--"]
 
 
 def disk_usage(root: Path) -> int:

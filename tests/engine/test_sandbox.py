@@ -152,11 +152,53 @@ def test_filling_the_disk_beyond_the_quota_kills_the_algorithm(
     assert published <= quota
 
 
-def test_allocating_beyond_the_memory_limit_fails(
+def test_allocating_beyond_the_memory_limit_kills_the_algorithm(
     start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
 ) -> None:
     code = "block = bytearray(2 * 1024**3)\nprint('ALLOCATED')"
     row = run_algorithm(start, db, run_engine, code, ramGB=0.25)
     text = log_of(row, "algorithmLog")
-    assert "MemoryError" in text and "ALLOCATED" not in text
-    assert "exited with code 1" in text
+    assert "ALLOCATED" not in text
+    assert f"out of memory: its limit is {int(0.25 * 1024**3)} bytes" in text
+
+
+def test_memory_is_bounded_for_the_sandbox_as_a_whole(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    # Three processes of 150 MiB each, and 150 MiB more in an anonymous memory file: each
+    # below the limit alone, together far above it.
+    code = (
+        "import os, time\n"
+        "fd = os.memfd_create('hoard')\n"
+        "os.write(fd, b'x' * (150 << 20))\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        block = b'y' * (150 << 20)\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n"
+        "time.sleep(5)\n"
+        "print('ALL ALIVE')\n"
+    )
+    row = run_algorithm(start, db, run_engine, code, ramGB=0.25)
+    text = log_of(row, "algorithmLog")
+    assert "ALL ALIVE" not in text and "out of memory" in text
+
+
+def test_dev_is_read_only_and_shared_memory_small(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    code = (
+        "import os\n"
+        "for path in ('/dev/planted', '/dev/shm/hoard'):\n"
+        "    try:\n"
+        "        with open(path, 'wb') as out:\n"
+        "            for _ in range(256):\n"
+        "                out.write(b'z' * (1 << 20))\n"
+        "        print('WROTE', path)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', path, exc.strerror)\n"
+    )
+    row = run_algorithm(start, db, run_engine, code)
+    text = log_of(row, "algorithmLog")
+    assert "refused /dev/planted Read-only file system" in text
+    assert "refused /dev/shm/hoard No space left on device" in text
