@@ -32,6 +32,7 @@ class Environment:
     cpu_number: int = 1
     ram_gb: float = 1.0
     disk_gb: float = 1.0
+    max_files: int = 65536  # files and folders of a job's folder, where the runner bounds them
     max_job_duration: int = DEFAULT_DURATION
     storage_expiry: int = DEFAULT_EXPIRY
     price_min: float = 0.0
@@ -243,6 +244,7 @@ def _environment(
         cpu_number=int(reader.number(raw, "cpuNumber", 1, where)),
         ram_gb=reader.number(raw, "ramGB", 1.0, where),
         disk_gb=reader.number(raw, "diskGB", 1.0, where),
+        max_files=int(reader.number(raw, "maxFiles", 65536, where)),
         max_job_duration=int(
             reader.number(raw, "maxJobDuration", defaults["maxJobDuration"], where)
         ),

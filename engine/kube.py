@@ -29,6 +29,7 @@ from typing import Any
 import urllib3
 
 from common.errors import Unavailable
+from engine.results import remove_tree
 from engine.runner import Ending, Outcome, Stage, StageSpec
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,15 @@ class KubeRunner:
 
     def provide(self, folder: Path) -> None:
         folder.chmod(0o770)  # the stages run as the engine's own uid: nobody else needs it
+
+    def make_folder(self, folder: Path, *, disk_bytes: int, files: int) -> None:
+        """A folder of the shared claim: each stage pod's ephemeral-storage limit bounds it."""
+        remove_tree(folder)
+        folder.mkdir(parents=True)
+        self.provide(folder)
+
+    def remove_folder(self, folder: Path) -> None:
+        remove_tree(folder)
 
     def describe(self, spec: StageSpec) -> str:
         network = "with network" if spec.network else "no egress"

@@ -32,7 +32,7 @@ from common.jobs import STATUS_TEXTS
 from engine import metrics
 from engine.config import EngineConfig, Environment
 from engine.queue import Claimed, Queue
-from engine.results import ResultsStore, remove_tree
+from engine.results import ResultsStore
 from engine.runner import Ending, Limits, Outcome, Runner, Stage, StageSpec
 from engine.workflows import WorkflowMirror
 
@@ -103,9 +103,9 @@ class JobRun:
     def configure(self) -> int:
         if self.stop_requested.is_set():
             return self.to_publish(Stage.CONFIGURE, "stop requested before configuring")
-        remove_tree(self.data)
-        self.data.mkdir(parents=True)
-        self.ctx.runner.provide(self.data)
+        self.ctx.runner.make_folder(
+            self.data, disk_bytes=self.env.disk_bytes, files=self.env.max_files
+        )
         (self.data / "ddos").mkdir()
         self.ctx.runner.provide(self.data / "ddos")  # configure replaces the workflow in it
         stage = self.stage()
@@ -248,7 +248,7 @@ class JobRun:
         self.ctx.queue.finish(self.job_id, entries)
         self.mirror(70, 2 if self.outcome == "timeout" else None)
         metrics.finished(self.env.namespace, self.outcome)
-        remove_tree(self.data)
+        self.ctx.runner.remove_folder(self.data)
         log.info("job %s finished with %d published file(s)", self.job_id, len(entries))
         return 70
 

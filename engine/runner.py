@@ -90,6 +90,15 @@ class Runner(Protocol[HandleT]):
         """Make a folder of the engine's writable by the stages this runner runs."""
         ...
 
+    def make_folder(self, folder: Path, *, disk_bytes: int, files: int) -> None:
+        """A job's folder, new and empty and writable by its stages, holding at most
+        `disk_bytes` in at most `files` files where this runner can make the kernel say so."""
+        ...
+
+    def remove_folder(self, folder: Path) -> None:
+        """A job's folder gone, whatever its stages left in it."""
+        ...
+
     def start(self, spec: StageSpec) -> HandleT: ...
 
     def poll(self, handle: HandleT) -> Outcome | None:

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from engine.cgroups import Cgroups, Group, GroupLimits
 from engine.container import Podman
+from engine.results import remove_tree
 from engine.runner import Ending, Outcome, Stage, StageSpec
+from engine.volumes import Volumes
 
 NOBODY = 65534
 QUOTA_CHECK_SECONDS = 0.5
@@ -114,10 +116,12 @@ class SandboxRunner:
         python: str | None = None,
         containers: bool = True,
         cgroups: bool = True,
+        volumes: bool = True,
     ) -> None:
         """`tool` is "bwrap" or "unshare"; by default bubblewrap when installed. With
         `containers`, an algorithm whose image podman has here runs in that image. With
-        `cgroups`, each sandbox gets a control group where the engine can make one."""
+        `cgroups`, each sandbox gets a control group where the engine can make one; with
+        `volumes`, each job folder a file system of its own where it can mount one."""
         self.tool = tool or ("bwrap" if shutil.which("bwrap") else "unshare")
         if shutil.which(self.tool) is None:
             raise SandboxUnavailable(f"{self.tool} is not installed: `apt-get install bubblewrap`")
@@ -126,6 +130,7 @@ class SandboxRunner:
         self.python = python or _system_python()
         self.drop_to_nobody = os.geteuid() == 0
         self.cgroups = Cgroups.find() if cgroups else None
+        self.volumes = Volumes.find() if volumes else None
         self.podman = Podman.find() if containers else None
         # Whether a stage runs in its image, decided once per stage (a subprocess of podman's):
         # `describe` asks first, `start` takes that answer, so the log and the run agree.
@@ -152,10 +157,28 @@ class SandboxRunner:
         return line
 
     def bounds(self) -> str:
-        """What bounds a sandbox's memory and processes as a whole, said once at start too."""
+        """What bounds a sandbox's memory, processes and disk, said once at start too."""
         if self.cgroups is None:
-            return "no control group (memory and processes bounded per process only)"
-        return f"{self.cgroups.describe()} (memory, swap, processes, CPU)"
+            line = "no control group (memory and processes bounded per process only)"
+        else:
+            line = f"{self.cgroups.describe()} (memory, swap, processes, CPU)"
+        if self.volumes is None:
+            return f"{line}, job folder size polled (no file system of its own)"
+        return f"{line}, job folder a file system of its own (bytes and files)"
+
+    def make_folder(self, folder: Path, *, disk_bytes: int, files: int) -> None:
+        self.remove_folder(folder)  # what an engine that died left of it
+        if self.volumes is None:
+            folder.mkdir(parents=True)
+        else:
+            owner = NOBODY if self.drop_to_nobody else os.geteuid()
+            self.volumes.make(folder, size_bytes=disk_bytes, files=files, owner=owner)
+        self.provide(folder)
+
+    def remove_folder(self, folder: Path) -> None:
+        if self.volumes is not None:
+            self.volumes.remove(folder)
+        remove_tree(folder)
 
     def provide(self, folder: Path) -> None:
         if self.drop_to_nobody:
@@ -218,7 +241,7 @@ class SandboxRunner:
         now = time.time()
         if now >= handle.deadline:
             return self._kill(handle, Ending.TIMEOUT)
-        if now >= handle.next_quota_check:
+        if self.volumes is None and now >= handle.next_quota_check:
             handle.next_quota_check = now + QUOTA_CHECK_SECONDS
             used = disk_usage(handle.spec.data)
             if used > handle.spec.limits.disk_bytes:
