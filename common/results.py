@@ -7,6 +7,7 @@ from inside RESULTS_ROOT, after resolving links, so a stored URL cannot reach ot
 
 from __future__ import annotations
 
+import codecs
 import functools
 import logging
 import re
@@ -54,16 +55,38 @@ def stream(settings: Settings, request: Request, entry: dict[str, Any]) -> Respo
     return response
 
 
-def stage_log(settings: Settings, job_id: str, component: str) -> str | None:
-    """A stage's log as an engine on this machine keeps it (RESULTS_ROOT/<jobId>/logs), or
-    None when there is none here (the job runs in a cluster, or not yet)."""
+def stage_log(settings: Settings, job_id: str, component: str) -> Iterator[str] | None:
+    """A stage's log as an engine on this machine keeps it (RESULTS_ROOT/<jobId>/logs), read
+    in blocks with its control characters escaped; None when there is none here (the job runs
+    in a cluster, or not yet)."""
     root = settings.results_root
     if root is None:
         return None
-    path = (root / job_id / "logs" / f"{component}.log").resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        path = (root / job_id / "logs" / f"{component}.log").resolve()
+        found = path.is_relative_to(root) and path.is_file()
+    except (OSError, ValueError):  # a name no file can have (a NUL in it)
         return None
-    return path.read_text(errors="replace")
+    return _escaped_blocks(path) if found else None
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character but newline and tab written as `\\xNN`: a log
+    is the stage's output, and an escape sequence must not reach an admin's terminal."""
+    return text.translate(_CONTROLS)
+
+
+_CONTROLS = {
+    code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160)) if code not in (9, 10)
+}
+
+
+def _escaped_blocks(path: Path) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with path.open("rb") as source:
+        while block := source.read(CHUNK_BYTES):
+            yield escape_controls(decoder.decode(block))
+        yield escape_controls(decoder.decode(b"", final=True))
 
 
 def attachment_name(filename: Any, url_path: str) -> str:
@@ -87,8 +110,12 @@ def honoured_range(request: Request) -> Range | None:
 
 def _local_file(settings: Settings, request: Request, path: Path) -> Response:
     root = settings.results_root
-    resolved = path.resolve()
-    if root is None or not resolved.is_relative_to(root) or not resolved.is_file():
+    try:
+        resolved = path.resolve()
+        found = root is not None and resolved.is_relative_to(root) and resolved.is_file()
+    except (OSError, ValueError):  # a stored URL no file can have (a NUL in it)
+        found = False
+    if not found:
         log.warning("refused a file:// result outside RESULTS_ROOT or missing")
         raise NotFound("Result file not found")
     wanted = honoured_range(request)

@@ -101,6 +101,8 @@ class EngineConfig:
     stage_seconds: int = 600  # the limit of configure and publish, which run our own code
     fetch_seconds: float = 300.0  # the limit of one download
     fetch_min_rate: float = 16384.0  # bytes a second, on average, past a download's first 10 s
+    log_bytes: int = 10 * 1024 * 1024  # what each stage's log keeps of the stage's output
+    max_outputs: int = 1000  # output files a job publishes, at most
     sandbox: str | None = None  # "bwrap" or "unshare"; None: bubblewrap when installed
     kubernetes: KubernetesRunner | None = None  # run stages as Jobs instead of sandboxes
 
@@ -163,6 +165,8 @@ class EngineConfig:
             stage_seconds=int(reader.number(engine, "stageSeconds", 600, "engine")),
             fetch_seconds=reader.number(engine, "fetchSeconds", 300.0, "engine"),
             fetch_min_rate=reader.number(engine, "fetchMinRate", 16384.0, "engine"),
+            log_bytes=int(reader.number(engine, "logBytes", 10 * 1024 * 1024, "engine")),
+            max_outputs=int(reader.number(engine, "maxOutputs", 1000, "engine")),
             sandbox=_sandbox(engine.get("sandbox"), problems),
             kubernetes=_kubernetes(reader, engine.get("kubernetes")),
         )

@@ -29,6 +29,7 @@ from typing import Any
 import urllib3
 
 from common.errors import Unavailable
+from engine.logpipe import kept_text
 from engine.results import remove_tree
 from engine.runner import Ending, Outcome, Stage, StageSpec
 
@@ -437,7 +438,7 @@ class KubeRunner:
             why = getattr(exc, "status", None) or type(exc).__name__
             text += f"(the pod's log could not be read: {why})\n"
         with handle.spec.log.open("a") as out:
-            out.write(text)
+            out.write(kept_text(text, handle.spec.limits.log_bytes))
 
     def _delete(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods (foreground: the Job goes last), and wait until it is

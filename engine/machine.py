@@ -191,6 +191,7 @@ class JobRun:
             memory_bytes=self.env.ram_bytes,
             disk_bytes=self.env.disk_bytes,
             cpus=self.env.cpu_number,
+            log_bytes=self.ctx.config.log_bytes,
         )
         return self.stage_spec(
             Stage.ALGORITHM,
@@ -231,7 +232,10 @@ class JobRun:
                 self.stage_spec(
                     Stage.PUBLISH,
                     _stage_program("publish"),
-                    env={"QUOTA_BYTES": str(self.env.disk_bytes)},
+                    env={
+                        "QUOTA_BYTES": str(self.outputs_quota()),
+                        "MAX_OUTPUTS": str(self.ctx.config.max_outputs),
+                    },
                     network=False,
                     binds=((staging, "/results", True),),
                     limits=self.stage_limits(),
@@ -313,7 +317,14 @@ class JobRun:
             seconds=self.ctx.config.stage_seconds,
             memory_bytes=max(STAGE_MEMORY, self.env.ram_bytes),
             disk_bytes=self.env.disk_bytes,
+            log_bytes=self.ctx.config.log_bytes,
         )
+
+    def outputs_quota(self) -> int:
+        """What the outputs may publish: the job's disk, less its logs (the publish log's
+        whole allowance kept for it), so results, logs included, stay within diskGB."""
+        logs = sum(self.ctx.results.log_size(self.job_id, stage) for stage in Stage)
+        return max(0, self.env.disk_bytes - logs - self.ctx.config.log_bytes)
 
     def run_stage(self, spec: StageSpec) -> Outcome:
         return self.wait_stage(self.start_stage(spec))
@@ -396,13 +407,19 @@ def _algorithm_outcome(outcome: Outcome) -> str:
 
 
 def _has_entries(folder: Path) -> bool:
-    """Whether the algorithm left anything in its outputs folder (links included: publishing
-    reports those it skips)."""
+    """Whether the algorithm left anything in its outputs folder, links included, without
+    following one (the engine is root): publishing reports what it skips and why."""
     try:
-        with os.scandir(folder) as entries:
-            return any(True for _ in entries)
-    except OSError:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
         return False
+    except OSError:
+        return True  # a link or a file in its place: publishing says it publishes nothing
+    try:
+        with os.scandir(fd) as entries:
+            return any(True for _ in entries)
+    finally:
+        os.close(fd)
 
 
 def _entrypoint(stage: dict[str, Any]) -> str:

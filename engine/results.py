@@ -42,6 +42,12 @@ class ResultsStore:
         logs.mkdir(parents=True, exist_ok=True)
         return logs / f"{stage}.log"
 
+    def log_size(self, job_id: str, stage: Stage) -> int:
+        try:
+            return (self.folder(job_id) / "logs" / f"{stage}.log").lstat().st_size
+        except OSError:
+            return 0
+
     def note(self, job_id: str, stage: Stage, text: str) -> None:
         """One line of the engine's own in a stage's log: what it did and why."""
         moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

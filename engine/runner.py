@@ -39,6 +39,7 @@ class Limits:
     cpus: int = 1
     processes: int = 256
     open_files: int = 1024
+    log_bytes: int = 10 * 1024 * 1024  # what the stage's log keeps of its output
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from engine.cgroups import Cgroups, Group, GroupLimits
 from engine.container import Podman
+from engine.logpipe import LogPipe
 from engine.results import remove_tree
 from engine.runner import Ending, Outcome, Stage, StageSpec
 from engine.volumes import Volumes
@@ -106,6 +107,7 @@ class SandboxHandle:
     fds: list[int] = field(default_factory=list)
     container: str | None = None  # the algorithm's podman container, when it runs in one
     group: Group | None = None  # the sandbox's control group, where the engine makes them
+    pipe: LogPipe | None = None  # what the stage writes, on its way to the stage's log
 
 
 class SandboxRunner:
@@ -204,7 +206,7 @@ class SandboxRunner:
         handle = SandboxHandle(
             spec=spec, process=None, started=now, deadline=now + spec.limits.seconds
         )
-        log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
+        pipe = LogPipe(spec.log, limit=spec.limits.log_bytes)
         try:
             if self._in_container(spec, last=True):
                 assert self.podman is not None
@@ -218,17 +220,19 @@ class SandboxRunner:
             handle.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                stdout=pipe.write_end,
+                stderr=pipe.write_end,
                 pass_fds=handle.fds,
                 start_new_session=True,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},  # nothing of the engine's own
             )
         except OSError as exc:
+            pipe.abandon()
             handle.outcome = Outcome(Ending.FAILED, None, now, time.time(), detail=str(exc))
             self._close(handle)
-        finally:
-            os.close(log)
+        else:
+            pipe.start()
+            handle.pipe = pipe
         return handle
 
     def poll(self, handle: SandboxHandle) -> Outcome | None:
@@ -387,6 +391,8 @@ class SandboxRunner:
             if usage.oom_killed and ending is Ending.EXITED:
                 limit = handle.spec.limits.memory_bytes
                 ending, detail = Ending.MEMORY, f"out of memory: its limit is {limit} bytes"
+        if handle.pipe is not None:
+            handle.pipe.wait()  # the stage's last words are in its log before the engine's
         handle.outcome = Outcome(ending, code, handle.started, finished, detail=detail)
         self._close(handle)
         return handle.outcome

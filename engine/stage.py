@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -375,51 +376,89 @@ def redact(url: str) -> str:
 
 
 def publish() -> int:
-    """Copy every regular file of /data/outputs to /results/outputs, within the quota, and
-    write what was copied (name, size, sha256) to /results/manifest.json. Links and special
-    files are skipped: they could point anywhere."""
+    """Copy the regular files of /data/outputs to /results/outputs, within the quota and the
+    number of outputs, and write what was copied (name, size, sha256) to
+    /results/manifest.json. Nothing is reached through a link: the folder is opened without
+    following one, and every file beneath it relative to its folder's descriptor, so links and
+    special files are skipped, never followed. Names that are not UTF-8 or hold control
+    characters are skipped too: they would break the logs and the answers that list them."""
     budget = Budget(int(os.environ.get("QUOTA_BYTES", str(1024**3))))
-    outputs = DATA / "outputs"
-    published = []
-    for path in sorted(walk(outputs)):
-        name = str(path.relative_to(outputs))
-        info = path.lstat()
-        if not stat.S_ISREG(info.st_mode):
-            print(f"publish: skipped {name}: not a regular file", flush=True)
-            continue
-        try:
-            budget.take(info.st_size, name)
-        except OverflowError:
-            print(f"publish: skipped {name}: over the job's quota", flush=True)
-            continue
-        target = RESULTS / "outputs" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        digest = copy(path, target)
-        published.append({"filename": name, "filesize": target.stat().st_size, "sha256": digest})
-        print(f"publish: {name}, {info.st_size} bytes", flush=True)
+    most = int(os.environ.get("MAX_OUTPUTS", "1000"))
+    try:
+        root = os.open(DATA / "outputs", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        print("publish: /data/outputs is not a folder: nothing published", flush=True)
+        root = -1
+    published: list[dict[str, Any]] = []
+    for name, folder in [] if root < 0 else entries_beneath(root):
+        shown = ascii(name)[1:-1]
+        if not publishable(name):
+            print(f"publish: skipped {shown}: its name is not plain UTF-8 text", flush=True)
+        elif len(published) >= most:
+            print(f"publish: skipped {shown}: the job publishes {most} outputs at most", flush=True)
+        else:
+            entry = publish_one(name, folder, budget)
+            if entry is not None:
+                published.append(entry)
     (RESULTS / "manifest.json").write_text(json.dumps(published))
     print(f"publish: {len(published)} output file(s)", flush=True)
     return 0
 
 
-def walk(root: Path) -> list[Path]:
-    found = []
-    for folder, dirs, files in os.walk(root):  # does not follow links to folders
-        found += [Path(folder) / name for name in files]
-        found += [Path(folder) / name for name in dirs if (Path(folder) / name).is_symlink()]
-    return found
+def entries_beneath(root: int) -> Iterator[tuple[str, int]]:
+    """(path relative to the outputs folder, descriptor of its folder) of every entry that is
+    not a folder, links to folders included, in name order; no link is followed. Each
+    descriptor is open only until the walk moves on."""
+    for folder, dirs, files, folder_fd in os.fwalk(".", dir_fd=root, follow_symlinks=False):
+        dirs.sort()
+        links = [n for n in dirs if stat.S_ISLNK(os.lstat(n, dir_fd=folder_fd).st_mode)]
+        prefix = "" if folder == "." else folder.removeprefix("./") + "/"
+        for name in sorted(files + links):
+            yield prefix + name, folder_fd
 
 
-def copy(source: Path, target: Path) -> str:
+def publishable(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # undecodable bytes came in as lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(char) < 32 or 127 <= ord(char) < 160 for char in name)
+
+
+def publish_one(name: str, folder: int, budget: Budget) -> dict[str, Any] | None:
     import hashlib  # only when there is something to publish: it loads OpenSSL
 
-    digest = hashlib.sha256()
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as src, target.open("wb") as out:
-        while chunk := src.read(CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-    return digest.hexdigest()
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # a FIFO must not block publishing
+    try:
+        fd = os.open(os.path.basename(name), flags, dir_fd=folder)
+    except OSError:
+        print(f"publish: skipped {name}: not a regular file", flush=True)
+        return None
+    with os.fdopen(fd, "rb") as source:
+        size = os.fstat(fd).st_size
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            print(f"publish: skipped {name}: not a regular file", flush=True)
+            return None
+        try:
+            budget.take(size, name)
+        except OverflowError:
+            print(f"publish: skipped {name}: over the job's quota", flush=True)
+            return None
+        target = RESULTS / "outputs" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        copied = 0
+        with target.open("wb") as out:
+            while copied <= size and (chunk := source.read(CHUNK)):
+                digest.update(chunk)
+                out.write(chunk)
+                copied += len(chunk)
+    if copied != size:  # it changed while it was copied: what was counted is not what is there
+        target.unlink()
+        print(f"publish: skipped {name}: it changed while it was copied", flush=True)
+        return None
+    print(f"publish: {name}, {size} bytes", flush=True)
+    return {"filename": name, "filesize": size, "sha256": digest.hexdigest()}
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ DEFAULT_URL = "http://localhost:8050"
 LOCAL_DATA = Path(".data")  # where `make run` keeps its Provider key and admin secret
 OK, REFUSED, USAGE, UNAVAILABLE, JOB_FAILED = 0, 1, 2, 3, 4
 WAIT_POLL_SECONDS = 0.25
+CONTROLS = {
+    code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160)) if code not in (9, 10)
+}
 STATUS_COLUMNS = ("jobId", "status", "statusText", "agreementId", "owner", "dateCreated", "results")
 
 
@@ -265,7 +268,9 @@ def run_environments(client: Client, args: argparse.Namespace) -> Any:
 
 
 def run_logs(client: Client, args: argparse.Namespace) -> None:
-    sys.stdout.write(client.logs(args.job_id, args.component))
+    # A log is a stage's output: its escape sequences must not reach this terminal, whatever
+    # version of the service sent it.
+    sys.stdout.write(client.logs(args.job_id, args.component).translate(CONTROLS))
     return None
 
 

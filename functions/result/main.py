@@ -17,11 +17,12 @@ def get_result(request: Request, rt: Runtime) -> Response:
 def get_logs(request: Request, rt: Runtime) -> Response:
     auth.authenticate_admin(rt.settings, request.headers.get("Admin"))
     job = JobRef.parse(http.request_data(request, rt.settings), "GET:/logs", with_component=True)
-    text = results.stage_log(rt.settings, job.job_id, job.component or "")
-    if text is None:  # not run by an engine on this machine: ask the cluster's pods
+    blocks = results.stage_log(rt.settings, job.job_id, job.component or "")
+    if blocks is None:  # not run by an engine on this machine: ask the cluster's pods
         namespace = store.job_namespace(rt.db, job.job_id) or rt.settings.default_namespace
         text = rt.cluster.pod_log(job.job_id, job.component or "", namespace)
-    return Response(text, mimetype="text/plain")
+        blocks = iter([results.escape_controls(text)])
+    return Response(blocks, mimetype="text/plain")
 
 
 result = http.function("result", {("GET", "/getResult"): get_result, ("GET", "/logs"): get_logs})

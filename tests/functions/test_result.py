@@ -78,6 +78,12 @@ def job_id(
             "url": f"{store_server.url}/out.csv",
             "type": "output",
         },
+        {  # as another engine might store it: no file can have this name
+            "filename": "nul.txt",
+            "filesize": 1,
+            "url": f"file://{tmp_path}/results/local.txt%00.png",
+            "type": "output",
+        },
     ]
     db.execute(
         "UPDATE jobs SET status = 70, datefinished = NOW(), outputsurl = :o", o=json.dumps(outputs)
@@ -189,6 +195,11 @@ def test_file_names_cannot_inject_headers(result: FlaskClient, job_id: str) -> N
     assert "Set-Cookie" not in response.headers
 
 
+def test_a_stored_url_no_file_can_have_is_404_not_500(result: FlaskClient, job_id: str) -> None:
+    response = fetch(result, job_id, 5)
+    assert (response.status_code, response.json) == (404, {"error": "Result file not found"})
+
+
 @pytest.mark.parametrize(
     ("index", "message"),
     [("9", "No such index 9 in this compute job"), ("-1", "Negative index -1")],
@@ -270,3 +281,30 @@ def test_logs_without_a_cluster_say_so(result: FlaskClient, db: Database) -> Non
         503,
         {"error": "no Kubernetes cluster is configured for this service"},
     )
+
+
+def test_logs_are_served_with_their_control_characters_escaped(
+    result: FlaskClient, settings: Settings
+) -> None:
+    assert settings.results_root is not None
+    logs = settings.results_root / "job1" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "algorithm.log").write_bytes(
+        b"ok\tline\n\x1b[2J\x1b]0;owned\x07 \xc2\x9b6n caf\xc3\xa9\n"
+    )
+    response = result.get(
+        "/api/v1/operator/logs",
+        query_string={"jobId": "job1", "component": "algorithm"},
+        headers={"Admin": ADMIN_SECRET},
+    )
+    assert response.status_code == 200
+    assert response.text == "ok\tline\n\\x1b[2J\\x1b]0;owned\\x07 \\x9b6n café\n"
+
+
+def test_logs_of_a_job_id_no_file_can_have_are_not_a_500(result: FlaskClient) -> None:
+    response = result.get(
+        "/api/v1/operator/logs",
+        query_string={"jobId": "a\x00b", "component": "algorithm"},
+        headers={"Admin": ADMIN_SECRET},
+    )
+    assert response.status_code in (400, 404, 503)
