@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import seccomp
 from engine.cgroups import Cgroups, Group, GroupLimits
 from engine.container import Podman
 from engine.logpipe import LogPipe
@@ -133,6 +134,10 @@ class SandboxRunner:
         self.drop_to_nobody = os.geteuid() == 0
         self.cgroups = Cgroups.find() if cgroups else None
         self.volumes = Volumes.find() if volumes else None
+        try:
+            self.seccomp: bytes | None = seccomp.program()
+        except seccomp.SeccompUnavailable:
+            self.seccomp = None
         self.podman = Podman.find() if containers else None
         # Whether a stage runs in its image, decided once per stage (a subprocess of podman's):
         # `describe` asks first, `start` takes that answer, so the log and the run agree.
@@ -165,8 +170,10 @@ class SandboxRunner:
         else:
             line = f"{self.cgroups.describe()} (memory, swap, processes, CPU)"
         if self.volumes is None:
-            return f"{line}, job folder size polled (no file system of its own)"
-        return f"{line}, job folder a file system of its own (bytes and files)"
+            line += ", job folder size polled (no file system of its own)"
+        else:
+            line += ", job folder a file system of its own (bytes and files)"
+        return line + (", seccomp filter" if self.seccomp else ", no seccomp filter here")
 
     def make_folder(self, folder: Path, *, disk_bytes: int, files: int) -> None:
         self.remove_folder(folder)  # what an engine that died left of it
@@ -267,7 +274,7 @@ class SandboxRunner:
         if self.tool == "bwrap":
             argv += self._bwrap(spec, fds)
         else:
-            argv += self._unshare(spec)
+            argv += self._unshare(spec, fds)
         limits = spec.limits
         cpu_seconds = math.ceil(limits.seconds * limits.cpus) + 1
         # The control group bounds memory as a whole; without one, each process is bounded
@@ -286,7 +293,7 @@ class SandboxRunner:
             *spec.argv,
         ]
 
-    def _unshare(self, spec: StageSpec) -> list[str]:
+    def _unshare(self, spec: StageSpec, fds: list[int]) -> list[str]:
         script = UNSHARE_SETUP
         for name, value in {
             "MOUNT_POINT": MOUNT_POINT,
@@ -304,8 +311,12 @@ class SandboxRunner:
         argv += ["/bin/sh", "-c", script, "sandbox", str(spec.data)]
         for host, inside, writable in spec.extra_binds:
             argv += ["rw" if writable else "ro", str(host), inside]
+        argv.append("--")
+        if self.seccomp is not None:
+            fds.append(seccomp.descriptor(self.seccomp))
+            argv += [self.python, "-I", "-c", seccomp.LOADER, str(fds[-1])]
         environment = {"PATH": PATH_INSIDE, "HOME": TMP, **spec.env}
-        return [*argv, "--", "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in environment.items())]
+        return [*argv, "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in environment.items())]
 
     def _bwrap(self, spec: StageSpec, fds: list[int]) -> list[str]:
         data_fd = os.open(spec.data, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -342,6 +353,9 @@ class SandboxRunner:
         argv += ["--symlink", self.python, "/opt/bin/python3"]
         argv += ["--bind-fd", str(data_fd), "/data", *binds, "--remount-ro", "/"]
         argv += ["--chdir", "/data"]
+        if self.seccomp is not None:
+            fds.append(seccomp.descriptor(self.seccomp))
+            argv += ["--seccomp", str(fds[-1])]
         for name, value in {"PATH": PATH_INSIDE, "HOME": TMP, **spec.env}.items():
             argv += ["--setenv", name, value]
         return argv

@@ -249,3 +249,36 @@ def test_dev_is_read_only_and_shared_memory_small(
     text = log_of(row, "algorithmLog")
     assert "refused /dev/planted Read-only file system" in text
     assert "refused /dev/shm/hoard No space left on device" in text
+
+
+SYSCALLS = {  # x86-64 numbers, called through libc's syscall() as an exploit would
+    "ptrace": (101, 0, 1, 0, 0),  # PTRACE_ATTACH to pid 1, the sandbox's first process
+    "io_uring_setup": (425, 8, 0),
+    "keyctl": (250, 0, -4, 0),
+    "bpf": (321, 0, 0, 0),
+    "userfaultfd": (323, 0),
+    "perf_event_open": (298, 0, 0, -1, -1, 0),
+    "unshare": (272, 0x10000000),  # a user namespace, the usual first step
+    "setns": (308, 0, 0),
+    "mount": (165, 0, 0, 0, 0, 0),
+    "clone with CLONE_NEWUSER": (56, 0x10000000 | 17, 0, 0, 0, 0),
+}
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the numbers below are x86-64's")
+def test_the_system_calls_that_break_out_of_sandboxes_are_refused(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    code = (
+        "import ctypes, os, subprocess\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"for name, call in {SYSCALLS!r}.items():\n"
+        "    result = libc.syscall(*[ctypes.c_long(a) for a in call])\n"
+        "    print(name, 'ALLOWED' if result >= 0 else os.strerror(ctypes.get_errno()))\n"
+        "print('fork', subprocess.run(['true']).returncode)\n"  # ordinary processes still start
+    )
+    row = run_algorithm(start, db, run_engine, code)
+    text = log_of(row, "algorithmLog")
+    for name in SYSCALLS:
+        assert f"{name} Operation not permitted" in text, text
+    assert "ALLOWED" not in text and "fork 0" in text
