@@ -125,6 +125,7 @@ class JobRun:
                 _stage_program("configure"),
                 env=env,
                 network=True,  # it fetches the inputs; the algorithm never gets this network
+                allow_networks=self.env.allow_networks,
                 binds=binds,
                 limits=self.stage_limits(),
             )
@@ -337,6 +338,7 @@ class JobRun:
         env: dict[str, str],
         network: bool,
         limits: Limits,
+        allow_networks: tuple[str, ...] = (),
         image: str | None = None,
         binds: tuple[tuple[Path, str, bool], ...] = (),
     ) -> StageSpec:
@@ -349,6 +351,7 @@ class JobRun:
             limits=limits,
             env=env,
             network=network,
+            allow_networks=allow_networks,
             image=image,
             extra_binds=binds,
             namespace=self.env.namespace,

@@ -52,6 +52,7 @@ class StageSpec:
     limits: Limits
     env: Mapping[str, str] = field(default_factory=dict)
     network: bool = False
+    allow_networks: tuple[str, ...] = ()  # private networks it may reach all the same
     image: str | None = None  # the algorithm's container image, where a runner can use it
     extra_binds: tuple[tuple[Path, str, bool], ...] = ()  # (host path, path inside, writable)
     namespace: str = ""  # the job's environment, where a cluster runs its stages

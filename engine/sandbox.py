@@ -14,6 +14,7 @@ with its first process, which dies with the engine).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import os
 import shutil
@@ -26,6 +27,7 @@ from pathlib import Path
 from engine import seccomp
 from engine.cgroups import Cgroups, Group, GroupLimits
 from engine.container import Podman
+from engine.egress import Egress, EgressUnavailable, Route
 from engine.logpipe import LogPipe
 from engine.results import remove_tree
 from engine.runner import Ending, Outcome, Stage, StageSpec
@@ -109,6 +111,7 @@ class SandboxHandle:
     container: str | None = None  # the algorithm's podman container, when it runs in one
     group: Group | None = None  # the sandbox's control group, where the engine makes them
     pipe: LogPipe | None = None  # what the stage writes, on its way to the stage's log
+    route: Route | None = None  # its network namespace and filtered way out, when it has one
 
 
 class SandboxRunner:
@@ -120,11 +123,13 @@ class SandboxRunner:
         containers: bool = True,
         cgroups: bool = True,
         volumes: bool = True,
+        egress: bool = True,
     ) -> None:
         """`tool` is "bwrap" or "unshare"; by default bubblewrap when installed. With
         `containers`, an algorithm whose image podman has here runs in that image. With
         `cgroups`, each sandbox gets a control group where the engine can make one; with
-        `volumes`, each job folder a file system of its own where it can mount one."""
+        `volumes`, each job folder a file system of its own where it can mount one; with
+        `egress`, stages with network a namespace of their own and a filtered way out."""
         self.tool = tool or ("bwrap" if shutil.which("bwrap") else "unshare")
         if shutil.which(self.tool) is None:
             raise SandboxUnavailable(f"{self.tool} is not installed: `apt-get install bubblewrap`")
@@ -138,6 +143,13 @@ class SandboxRunner:
             self.seccomp: bytes | None = seccomp.program()
         except seccomp.SeccompUnavailable:
             self.seccomp = None
+        self.egress: Egress | None = None
+        self.no_egress = "not asked for"  # why stages with network share the host's
+        if egress:
+            try:
+                self.egress = Egress.find()
+            except EgressUnavailable as exc:
+                self.no_egress = str(exc)
         self.podman = Podman.find() if containers else None
         # Whether a stage runs in its image, decided once per stage (a subprocess of podman's):
         # `describe` asks first, `start` takes that answer, so the log and the run agree.
@@ -151,7 +163,7 @@ class SandboxRunner:
                 "read-only root, every capability dropped, /data writable"
             )
         user = f"uid {NOBODY}" if self.drop_to_nobody else f"uid {os.geteuid()}"
-        network = "with network" if spec.network else "no network"
+        network = self._network(spec)
         kind = "bubblewrap" if self.tool == "bwrap" else "unshare"
         line = f"{kind} sandbox, {user}, {network}, read-only system, /data writable, "
         line += self.bounds()
@@ -162,6 +174,15 @@ class SandboxRunner:
                 f"interpreters run the entrypoint ({self.python} as python)"
             )
         return line
+
+    def _network(self, spec: StageSpec) -> str:
+        if not spec.network:
+            return "no network"
+        if _allows_loopback(spec):
+            return "the host's network (its allowNetworks lists loopback)"
+        if self.egress is None:
+            return f"the host's network (no filtered egress here: {self.no_egress})"
+        return f"with network: {self.egress.describe()}"
 
     def bounds(self) -> str:
         """What bounds a sandbox's memory, processes and disk, said once at start too."""
@@ -221,6 +242,9 @@ class SandboxRunner:
                 handle.container = self.podman.name(spec)
             else:
                 argv = self._argv(spec, handle.fds)
+                if spec.network and self.egress is not None and not _allows_loopback(spec):
+                    handle.route = self.egress.open(spec.allow_networks)
+                    argv = ["nsenter", f"--net={handle.route.namespace}", "--", *argv]
                 if self.cgroups is not None:
                     handle.group = self.cgroups.create(_group_name(spec), _group_limits(spec))
                     argv = [*_joining(handle.group), *argv]
@@ -233,7 +257,7 @@ class SandboxRunner:
                 start_new_session=True,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},  # nothing of the engine's own
             )
-        except OSError as exc:
+        except (OSError, EgressUnavailable) as exc:
             pipe.abandon()
             handle.outcome = Outcome(Ending.FAILED, None, now, time.time(), detail=str(exc))
             self._close(handle)
@@ -415,10 +439,25 @@ class SandboxRunner:
         if handle.group is not None:
             handle.group.remove()
             handle.group = None
+        if handle.route is not None and self.egress is not None:
+            self.egress.close(handle.route)
+            handle.route = None
         for fd in handle.fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         handle.fds.clear()
+
+
+def _allows_loopback(spec: StageSpec) -> bool:
+    """Whether the stage may reach this host's loopback, which only the host's network
+    namespace can: an operator's explicit choice (allowNetworks), for inputs served here."""
+    loopback = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    return any(
+        ipaddress.ip_network(net).overlaps(host)
+        for net in spec.allow_networks
+        for host in loopback
+        if ipaddress.ip_network(net).version == host.version
+    )
 
 
 def _group_name(spec: StageSpec) -> str:

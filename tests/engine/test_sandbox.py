@@ -4,6 +4,7 @@ outside the sandbox that it did not. The job itself still ends at 70 with its lo
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.engine.conftest import (
     start_job,
 )
 from tests.jobrows import log_of, published_path, wait_finished
+from tests.netns import serving_host
 
 SECRET = "sandbox-test-secret-" + os.urandom(6).hex()
 
@@ -54,14 +56,63 @@ def test_the_algorithm_cannot_reach_a_server_on_the_host(
     assert "refused:" in log_of(row, "algorithmLog")
 
 
-def test_network_is_there_when_the_environment_allows_it(
+def test_with_network_the_algorithm_reaches_the_internet_and_nothing_of_the_hosts(
     start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
 ) -> None:
-    with storage.serve({"x": b"reached"}) as server:
-        code = f"import urllib.request\nprint(urllib.request.urlopen('{server.url}/x').read())"
-        row = run_algorithm(start, db, run_engine, code, network=True)
-        assert len(server.seen_headers) == 1
-    assert "b'reached'" in log_of(row, "algorithmLog")
+    # A listener on an abstract socket of the host's network namespace, as D-Bus and others
+    # keep them: reachable from every process that shares the namespace.
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind(b"\0operator-engine-test")
+    abstract.listen()
+    with (
+        serving_host("optest-pub", "203.0.113", {"x": b"reached the internet"}) as public,
+        serving_host("optest-prv", "192.168.77", {"x": b"reached a private host"}) as private,
+        storage.serve({"x": b"reached the host"}) as host,
+    ):
+        targets = [
+            f"{public.url}/x",
+            f"{private.url}/x",
+            f"{host.url}/x",
+            f"http://{public.gateway}:{host.url.rsplit(':', 1)[1]}/x",  # the host, by its link
+            "http://169.254.169.254/latest/meta-data/",
+        ]
+        code = (
+            "import socket, urllib.request\n"
+            f"for url in {targets!r}:\n"
+            "    try:\n"
+            "        print(url, urllib.request.urlopen(url, timeout=2).read())\n"
+            "    except OSError as exc:\n"
+            "        print(url, 'unreachable', type(exc).__name__)\n"
+            "unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+            "try:\n"
+            "    unix.connect(b'\\0operator-engine-test')\n"
+            "    print('abstract socket REACHED')\n"
+            "except OSError as exc:\n"
+            "    print('abstract socket unreachable', exc.strerror)\n"
+        )
+        row = run_algorithm(start, db, run_engine, code, network=True, allowNetworks=[])
+        assert host.seen_headers == []
+    abstract.close()
+    text = log_of(row, "algorithmLog")
+    assert f"{targets[0]} b'reached the internet'" in text
+    for url in targets[1:]:
+        assert f"{url} unreachable" in text, text
+    assert "abstract socket unreachable" in text
+
+
+def test_configure_fetches_through_its_own_namespace(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    code = "print(open('/data/inputs/0/0').read(), open('/data/inputs/1/0').read())"
+    with (
+        serving_host("optest-pub", "203.0.113", {"x": b"public data"}) as public,
+        serving_host("optest-prv", "192.168.77", {"x": b"on-premises data"}) as private,
+    ):
+        run_engine(allowNetworks=["192.168.77.0/24"])
+        stage = algorithm_stage(code, inputs=[f"{public.url}/x", f"{private.url}/x"])
+        row = wait_finished(db, start_job(start, stage))
+    assert "public data on-premises data" in log_of(row, "algorithmLog")
+    assert "its own network namespace, filtered egress" in log_of(row, "configrationLog")
 
 
 def test_the_algorithm_writes_nowhere_but_data(
