@@ -11,12 +11,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The engine runs each stage in bubblewrap (Debian's package): installed here when missing and
-# we may (root); otherwise `make run` starts without its engine and says so.
+# The engine runs each stage in bubblewrap and gives stages with network a filtered way out
+# with nftables (Debian's packages): installed here when missing and we may (root); otherwise
+# `make run` starts without its engine, or without filtered egress, and says so.
 sandbox:
-	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && \
-		{ apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || \
-		echo "bubblewrap is missing: sudo apt-get install bubblewrap (the engine needs it)"; }
+	@{ command -v bwrap && command -v nft; } >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		{ apt-get update -qq && apt-get install -y -qq bubblewrap nftables >/dev/null; } || \
+		echo "bubblewrap or nftables is missing: sudo apt-get install bubblewrap nftables"; }
 
 run: $(STAMP) sandbox
 	$(PY) -m local.run $(ARGS)

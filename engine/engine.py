@@ -150,7 +150,8 @@ class Engine:
 
     def sweep(self) -> None:
         """Delete the results of finished jobs past their environment's storage expiry, and
-        their WorkFlows."""
+        their WorkFlows; and the folders of finished jobs left on this machine."""
+        self.sweep_folders()
         results = self.context.results
         for env in self.config.environments:
             for job_id in self.queue.expired(env.namespace, env.storage_expiry):
@@ -159,6 +160,24 @@ class Engine:
                 if self.context.workflows is not None:  # and whatever it still owns
                     self.context.workflows.delete(job_id, env.namespace)
                 log.info("job %s: results expired and deleted", job_id)
+
+    def sweep_folders(self) -> None:
+        """A job folder holds a dataset's private inputs: none outlives its job here, whatever
+        ended the job (an engine that died, a lease lost, a bug)."""
+        root = self.config.work_root
+        try:
+            names = [
+                entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)
+            ]
+        except OSError:
+            return
+        held = set(self.runs)
+        candidates = [name for name in names if name not in held]
+        for name in sorted(set(candidates) - self.queue.unfinished(candidates)):
+            if name in self.runs:  # claimed since: it is that run's again
+                continue
+            self.context.runner.remove_folder(root / name)
+            log.info("job folder %s removed: its job is finished or gone", name)
 
     def close(self) -> None:
         self.closing.set()

@@ -267,6 +267,7 @@ class JobRun:
             )
             self.mirror(70)
             metrics.finished(self.env.namespace, "engine_error")
+            self.ctx.runner.remove_folder(self.data)
         except Exception:
             log.exception("job %s: could not end it; left for a takeover", self.job_id)
 

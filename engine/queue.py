@@ -185,6 +185,17 @@ class Queue:
         )
         return [row[0] for row in rows]
 
+    def unfinished(self, job_ids: list[str]) -> set[str]:
+        """Those of `job_ids` that are stored and not finished yet."""
+        if not job_ids:
+            return set()
+        rows = self.db.query(
+            """SELECT workflowid FROM jobs
+               WHERE workflowid = ANY(CAST(:ids AS varchar[])) AND datefinished IS NULL""",
+            ids=job_ids,
+        )
+        return {row[0] for row in rows}
+
     def mark_expired(self, job_id: str) -> None:
         self.db.execute(
             "UPDATE jobs SET resultsexpired = NOW() WHERE workflowid = :job", job=job_id

@@ -68,7 +68,11 @@ class Volumes:
         if folder.is_mount():
             # Lazy: every process of the job is dead by now, but an engine's own open
             # descriptor (a log being published) must not keep the file system alive.
-            self._run("umount", "--lazy", str(folder))
+            try:
+                self._run("umount", "--lazy", str(folder))
+            except VolumeError:
+                if folder.is_mount():  # not unmounted by another at the same time
+                    raise
         image_of(folder).unlink(missing_ok=True)
 
     def _run(self, *argv: str) -> None:

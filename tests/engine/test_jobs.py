@@ -207,3 +207,18 @@ def test_the_engine_holds_no_connection_per_job_it_ran(
     for job_id in jobs:
         assert wait_finished(db, job_id)["status"] == 70
     wait_for(lambda: backends() <= idle + 1, timeout=10, what="the job threads' connections")
+
+
+def test_no_job_folder_outlives_its_job(
+    start: FlaskClient, db: Database, run_engine: Callable[..., Engine], dirs: Dirs
+) -> None:
+    run_engine()
+    finished = start_job(start, algorithm_stage("print(1)"))
+    wait_finished(db, finished)
+    # What an engine that died mid-job leaves: the folder of a job another engine finished
+    # since, and one of a job nobody knows. Both hold a dataset's private inputs.
+    leftovers = [dirs.work / finished, dirs.work / "0123456789abcdef0123456789abcdef"]
+    for folder in leftovers:
+        (folder / "inputs" / "0").mkdir(parents=True)
+        (folder / "inputs" / "0" / "0").write_text("private")
+    wait_for(lambda: not any(folder.exists() for folder in leftovers), what="the sweep")
