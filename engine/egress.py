@@ -27,23 +27,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import stage
+
 TABLE = "operator_engine"
 PREFIX = "oe-"  # of namespaces and of the host's ends of veth pairs
 POOL = ipaddress.ip_network("100.100.0.0/16")  # a /30 per stage
 SLOTS = POOL.num_addresses // 4
-BLOCKED = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
+BLOCKED = tuple(net for net, _ in stage.BLOCKED if ":" not in net)  # IPv6 never leaves
 CALL_SECONDS = 30
 
 RULESET = f"""

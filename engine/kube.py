@@ -259,7 +259,9 @@ class KubeRunner:
         mounts, volumes = self._mounts(spec)
         cpu = str(spec.limits.cpus)
         memory = str(spec.limits.memory_bytes)
-        resources = {"cpu": cpu, "memory": memory}
+        # Ephemeral storage (the container's own writes, its logs, /tmp) within the job's disk.
+        storage = str(spec.limits.disk_bytes)
+        resources = {"cpu": cpu, "memory": memory, "ephemeral-storage": storage}
         metadata: dict[str, Any] = {"name": job_name(spec), "labels": labels}
         if owner:
             metadata["ownerReferences"] = [owner]
@@ -373,6 +375,8 @@ class KubeRunner:
         if failed is not None:
             self._save_log(handle)
             if failed.reason == "DeadlineExceeded":
+                # Its pod may still be in its grace period: gone before anything else runs.
+                self._delete(handle.namespace, handle.name)
                 return self._end(handle, Ending.TIMEOUT)
             code = self._exit_code(handle)
             if code is not None and code != 0:

@@ -70,6 +70,7 @@ for name in ETC_NAMES; do
     elif [ -f "/etc/$name" ]; then touch "etc/$name"; bind_ro "/etc/$name" "etc/$name"; fi
 done
 mount --bind "$data" data
+mount -t tmpfs -o size=TMP_BYTES tmpfs tmp  # before the binds: one may lie under /tmp
 while [ "$1" != "--" ]; do
     mkdir -p ".$3"; mount --bind "$2" ".$3"
     if [ "$1" = ro ]; then mount -o remount,bind,ro ".$3"; fi
@@ -83,7 +84,6 @@ for name in null zero full random urandom; do
 done
 mkdir dev/shm
 mount -t tmpfs -o size=SHM_BYTES,nosuid,nodev shm dev/shm
-mount -t tmpfs -o size=TMP_BYTES tmpfs tmp
 ln -s PYTHON opt/bin/python; ln -s PYTHON opt/bin/python3
 pivot_root . .old
 umount -l /.old

@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from common import routes  # noqa: E402 - after the path that makes it importable
+from engine.stage import BLOCKED  # noqa: E402 - the networks no fetch reaches, one list
 
 NAMESPACE = "ocean-operator"
 # Tagged with the project's version, the one in pyproject.toml (`make bump` changes it).
@@ -310,10 +311,45 @@ def shared_claim(claim: str, export: str) -> list[dict[str, Any]]:
     return documents
 
 
+# Pod and service networks of the cluster outside the private ranges (most clusters have
+# none): stage pods allowed egress must not reach them either. Add yours, then `make manifests`.
+CLUSTER_CIDRS: tuple[str, ...] = ()
+
+
 def stage_network_policies() -> list[dict[str, Any]]:
     """Nothing reaches a stage pod; an algorithm whose environment has no network reaches
-    nothing either (engine/kube.py labels it egress: denied)."""
+    nothing either (engine/kube.py labels it egress: denied); a pod allowed egress (configure,
+    or an algorithm of an environment with network) reaches the internet and the cluster's
+    DNS only: no private, link-local (cloud metadata), CGNAT or cluster network."""
+    v4 = [net for net, _ in BLOCKED if ":" not in net] + [c for c in CLUSTER_CIDRS if ":" not in c]
+    v6 = [net for net, _ in BLOCKED if ":" in net and net != "::/96"]
+    v6 += [c for c in CLUSTER_CIDRS if ":" in c]
+    internet = [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": v4}},
+        {"ipBlock": {"cidr": "::/0", "except": v6}},
+    ]
+    dns = {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
     return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "operator-stages-egress", "namespace": JOBS_NAMESPACE},
+            "spec": {
+                "podSelector": {"matchLabels": {"egress": "allowed"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": internet}, dns],
+            },
+        },
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",

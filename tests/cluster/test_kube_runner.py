@@ -98,6 +98,7 @@ def spec(
         limits=Limits(seconds=seconds, memory_bytes=256 * 1024**2, disk_bytes=1024**3, cpus=cpus),
         env={"ALGO": "/data/transformations/algorithm"},
         image=image,
+        network=stage is Stage.CONFIGURE,  # as the engine runs it
         namespace=JOBS_NAMESPACE,
     )
 
@@ -151,6 +152,7 @@ def test_a_stage_that_exits_0_completes_as_a_job_owned_by_its_workflow(
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["requests"] == container["resources"]["limits"]
+    assert container["resources"]["limits"]["ephemeral-storage"] == str(stage.limits.disk_bytes)
     data = next(m for m in container["volumeMounts"] if m["mountPath"] == "/data")
     assert data["subPath"] == job_id  # its own folder of the jobs' claim, nothing else
     assert job["spec"]["template"]["metadata"]["labels"]["egress"] == "denied"
@@ -164,6 +166,8 @@ def test_configure_and_publish_run_our_image(
     configure = spec(job_id, roots, "harness/exit:5", stage=Stage.CONFIGURE)
     body = runner.manifest(configure, None)
     assert body["spec"]["template"]["spec"]["containers"][0]["image"] == OUR_IMAGE
+    # Configure fetches: the deployment's egress policy selects its pods, the no-egress one not.
+    assert body["spec"]["template"]["metadata"]["labels"]["egress"] == "allowed"
     outcome = outcome_of(runner, runner.start(configure))  # kwok completes our image's pods
     assert (outcome.ending, outcome.exit_code) == (Ending.EXITED, 0)
 
@@ -184,13 +188,19 @@ def test_a_failing_algorithm_fails_the_job_at_once_with_one_pod(
     assert {c["reason"] for c in failed} == {"PodFailurePolicy"}
 
 
-def test_the_deadline_ends_the_stage_as_a_timeout(
-    make_runner: Callable[..., KubeRunner], job_id: str, roots: tuple[Path, Path]
+def test_the_deadline_ends_the_stage_as_a_timeout_with_its_job_gone(
+    workloads: ControlPlane,
+    make_runner: Callable[..., KubeRunner],
+    job_id: str,
+    roots: tuple[Path, Path],
 ) -> None:
     runner = make_runner()
     outcome = outcome_of(runner, runner.start(spec(job_id, roots, "harness/sleep:1", seconds=2)))
     assert outcome.ending is Ending.TIMEOUT
     assert outcome.finished - outcome.started >= 2
+    # Nothing of the algorithm is left when publishing starts: no Job, no pod.
+    assert get_json(workloads, "jobs", "-l", f"workflow={job_id}")["items"] == []
+    assert pods_of(workloads, f"{job_id}-algorithm") == []
 
 
 def test_a_stop_deletes_the_job_and_its_pod(

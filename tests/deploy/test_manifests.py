@@ -148,3 +148,21 @@ def test_stage_pods_get_no_ingress_and_denied_egress_when_labelled() -> None:
     egress = policies["operator-stages-no-egress"]
     assert egress["podSelector"]["matchLabels"] == {"egress": "denied"}
     assert egress["policyTypes"] == ["Egress"] and "egress" not in egress
+
+
+def test_stage_pods_allowed_egress_reach_neither_private_networks_nor_metadata() -> None:
+    [policy] = [
+        d["spec"]
+        for d in load("engine.yaml")
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "operator-stages-egress"
+    ]
+    assert policy["podSelector"]["matchLabels"] == {"egress": "allowed"}
+    internet, dns = policy["egress"]
+    v4, v6 = (block["ipBlock"] for block in internet["to"])
+    assert (v4["cidr"], v6["cidr"]) == ("0.0.0.0/0", "::/0")
+    for private in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"):
+        assert private in v4["except"]
+    assert "169.254.0.0/16" in v4["except"] and "127.0.0.0/8" in v4["except"]
+    assert {"fc00::/7", "fe80::/10", "::1/128"} <= set(v6["except"])
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}

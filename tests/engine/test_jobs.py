@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from common.db import Database
@@ -126,6 +127,7 @@ def test_remote_inputs_are_31_naming_the_provider(
     assert "remote inputs need a Provider" in log_of(row, "configrationLog")
 
 
+@pytest.mark.parametrize("sandbox_tool", ["bwrap", "unshare"])  # inputRoots lie under /tmp
 def test_file_inputs_come_only_from_the_allowed_roots(
     start: FlaskClient, db: Database, run_engine: Callable[..., Engine], dirs: Dirs
 ) -> None:
