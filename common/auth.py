@@ -44,12 +44,15 @@ class Nonce:
 
 @dataclass(frozen=True)
 class SignedCall:
-    """What one Provider call signed, and the signature it carried."""
+    """What one Provider call signed, and the signature it carried. `kind` is the call (start,
+    stop, delete, status, result); `provider_address` the signer it claims to be, if it says."""
 
     owner: str
     job_id: str | None
     signature: str | None
     nonce: Nonce
+    kind: str = "status"
+    provider_address: str | None = None
 
 
 def signed_message(owner: str, job_id: str | None, nonce: Nonce) -> str:
@@ -57,10 +60,45 @@ def signed_message(owner: str, job_id: str | None, nonce: Nonce) -> str:
     return f"{owner}{job_id or ''}{nonce.text}"
 
 
+# What Ocean Node (v0.2.x, C2DEngineOPFK8) signs for each call, as its TypeScript builds it.
+OCEAN_NODE_FORMATS = {
+    "start": "String(nonce)",
+    "stop": "String(nonce)",
+    "status": "String(nonce + owner + jobId)",
+    "result": "owner + jobId (no nonce)",
+}
+
+
+def ocean_node_message(call: SignedCall) -> str | None:
+    """The message Ocean Node signs for `call`; None for a call it never makes (delete)."""
+    if call.kind in ("start", "stop"):
+        return call.nonce.text
+    if call.kind == "status":
+        # JavaScript's `nonce + owner + jobId`: a missing jobId is "undefined", and a number
+        # plus a missing owner is NaN.
+        job = call.job_id if call.job_id is not None else "undefined"
+        return f"{call.nonce.text}{call.owner}{job}" if call.owner else f"NaN{call.job_id or ''}"
+    if call.kind == "result":
+        return f"{call.owner}{call.job_id or ''}"
+    return None
+
+
 def recover_signer(message: str, signature: str) -> str:
     """The address that signed keccak256(message) as an EIP-191 personal message, v 0/1
     (eth_keys) or 27/28 (ethers). Straight through libsecp256k1 (coincurve): the same answer
     as eth-account's `recover_message` (the tests hold it to that), at a third of the cost."""
+    return _recover(PERSONAL_SIGN_PREFIX + keccak(message.encode()), signature)
+
+
+def recover_ocean_node_signer(message: str, signature: str) -> str:
+    """The address that signed `message` as Ocean Node does: the personal message is
+    keccak256(message) through ethers' toBeArray, which drops its leading zero bytes (one
+    hash in 256 is signed as 31 bytes, with a prefix saying 31)."""
+    digest = keccak(message.encode()).lstrip(b"\0")
+    return _recover(b"\x19Ethereum Signed Message:\n%d" % len(digest) + digest, signature)
+
+
+def _recover(personal_message: bytes, signature: str) -> str:
     try:
         raw = bytes.fromhex(signature.removeprefix("0x"))
     except ValueError:
@@ -70,7 +108,7 @@ def recover_signer(message: str, signature: str) -> str:
     v = raw[64] - 27 if raw[64] >= 27 else raw[64]
     if v not in (0, 1):  # no recovery id a signer could have made
         raise _refused("signature_invalid", Unauthorized(UNRECOVERABLE))
-    digest = keccak(PERSONAL_SIGN_PREFIX + keccak(message.encode()))
+    digest = keccak(personal_message)
     try:
         public = PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest, hasher=None)
     except ValueError:  # shaped like a signature, but no key signs like that: not authentic
@@ -91,20 +129,40 @@ class Verified:
     in the transaction of the change for one that does (contract section 2)."""
 
     signer: str
-    nonce_ns: int
+    nonce_ns: int  # as stored: see _fingerprint for Ocean Node's
     nonce_text: str
+    fresh: bool = True  # False when the call signed no nonce: nothing to consume
 
 
 def verify_provider(settings: Settings, call: SignedCall) -> Verified | None:
     """Check the signature, the allowlist and the nonce's window; raise when the call may not
-    proceed. None with SIGNATURE_REQUIRED=0 (legacy): nothing is checked, no signer is known."""
+    proceed. None with SIGNATURE_REQUIRED=0 (legacy): nothing is checked, no signer is known.
+    A call whose providerAddress is an Ocean Node signer is verified in Ocean Node's format
+    for that call, and only in it; every other call in the Provider's."""
     if not settings.signature_required:
         return None
     if not call.signature:
         raise _refused("signature_missing", BadRequest(SIGNATURE_MISSING))
-    signer = recover_signer(signed_message(call.owner, call.job_id, call.nonce), call.signature)
-    if signer.lower() not in settings.allowed_providers:
+    claimed = (call.provider_address or "").lower()
+    ocean_node = ocean_node_message(call) if claimed in settings.ocean_node_signers else None
+    if ocean_node is not None:
+        signer = recover_ocean_node_signer(ocean_node, call.signature)
+        expected = f"Ocean Node's message for this call, {OCEAN_NODE_FORMATS[call.kind]}"
+    else:
+        signer = recover_signer(signed_message(call.owner, call.job_id, call.nonce), call.signature)
+        expected = "the Provider's message for this call, owner + jobId + nonce"
+    if signer.lower() not in settings.allowed_providers or (
+        ocean_node and signer.lower() != claimed
+    ):
         log.info("rejected a request signed by %s: not in ALLOWED_PROVIDERS", signer)
+        if claimed in settings.allowed_providers:
+            raise _refused(
+                "signer_not_allowed",
+                Unauthorized(
+                    f"The signature does not match providerAddress {call.provider_address}: "
+                    f"it must sign {expected}"
+                ),
+            )
         raise _refused(
             "signer_not_allowed",
             Unauthorized(
@@ -112,6 +170,9 @@ def verify_provider(settings: Settings, call: SignedCall) -> Verified | None:
             ),
         )
     nonce_ns = nanoseconds(call.nonce)
+    if ocean_node is not None and call.kind == "result":
+        # Ocean Node signs no nonce for getResult: nothing to check or consume.
+        return Verified(signer, nonce_ns, call.nonce.text, fresh=False)
     window = settings.nonce_window
     if abs(nonce_ns - time.time_ns()) > window * 10**9:
         raise _refused(
@@ -121,7 +182,17 @@ def verify_provider(settings: Settings, call: SignedCall) -> Verified | None:
                 "(a nonce is the caller's time.time_ns())"
             ),
         )
+    if ocean_node is not None:
+        nonce_ns += _fingerprint(ocean_node)
     return Verified(signer, nonce_ns, call.nonce.text)
+
+
+def _fingerprint(message: str) -> int:
+    """Where Ocean Node's nonce (a millisecond) is stored, the sub-millisecond digits hold a
+    fingerprint of what the call signed: two calls of one millisecond for different jobs are
+    both fresh (one pair in a million collides, and the later gets 401), while a replay of the
+    same call finds its nonce used."""
+    return int.from_bytes(keccak(message.encode())[:8], "big") % 10**6
 
 
 def authenticate_provider(settings: Settings, db: Database, call: SignedCall) -> str | None:
@@ -133,7 +204,8 @@ def authenticate_provider(settings: Settings, db: Database, call: SignedCall) ->
     verified = verify_provider(settings, call)
     if verified is None:
         return None
-    consume(db, verified)
+    if verified.fresh:
+        consume(db, verified)
     return verified.signer
 
 

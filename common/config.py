@@ -48,6 +48,8 @@ class Settings:
     postgres_pooler: Pooler = "none"
     signature_required: bool = True
     allowed_providers: frozenset[str] = frozenset()
+    # Providers that are Ocean Node (v0.2.x): their calls are verified in its message formats.
+    ocean_node_signers: frozenset[str] = frozenset()
     allowed_admins: tuple[str, ...] = field(default=(), repr=False)
     operator_address: str | None = None
     default_namespace: str = "ocean-compute"
@@ -92,6 +94,9 @@ class Settings:
             problems.append(
                 "ALLOWED_PROVIDERS: must name at least one provider while SIGNATURE_REQUIRED=1"
             )
+        ocean_nodes = read("OCEAN_NODE_SIGNERS", _address_list, frozenset[str]())
+        if ocean_nodes - providers:
+            problems.append("OCEAN_NODE_SIGNERS: each must be in ALLOWED_PROVIDERS too")
         cluster, kubeconfig = _cluster_mode(env, problems)
         settings = dict(
             postgres_host=host,
@@ -105,6 +110,7 @@ class Settings:
             postgres_pooler=read("POSTGRES_POOLER", _one_of(POOLERS), "none"),
             signature_required=signature_required,
             allowed_providers=providers,
+            ocean_node_signers=ocean_nodes,
             allowed_admins=read("ALLOWED_ADMINS", _secret_list, NO_SECRETS),
             operator_address=env.get("OPERATOR_ADDRESS") or None,
             default_namespace=read("DEFAULT_NAMESPACE", _dns_label, "ocean-compute"),

@@ -139,10 +139,12 @@ def serves_chain(env: dict[str, Any], chain_id: int | None) -> bool:
 
 def engine_stage(stage: dict[str, Any]) -> dict[str, Any]:
     """Stage 0 as received, with what the engine dereferences made present: `algorithm.id`
-    (empty for raw code, or when sent as null) and an `id` on every input."""
+    (empty for raw code, or when sent as null). An input may come without `id`, as Ocean Node
+    and the original service send URL inputs: it is fetched like any other and listed in no
+    DID list (the status object's inputDID, the algorithm's DIDS)."""
     for position, item in enumerate(stage["input"]):
-        if not item.get("id") or not isinstance(item["id"], str):
-            raise BadRequest(f"Missing id in input {position} of stage 0")
+        if "id" in item and not (isinstance(item["id"], str) and item["id"]):
+            raise BadRequest(f"`id` of input {position} of stage 0 must be a DID, when given")
     stage = copy.deepcopy(stage)
     if stage["algorithm"].get("id") is None:  # its type is checked with the payload
         stage["algorithm"]["id"] = ""

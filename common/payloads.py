@@ -92,6 +92,7 @@ class StartRequest:
     environment: str
     nonce: Nonce
     chain_id: int | None
+    provider_address: str | None = None
 
     @classmethod
     def parse(cls, data: Data) -> StartRequest:
@@ -121,11 +122,14 @@ class StartRequest:
             environment=_required_text(data, "environment"),
             nonce=nonce(data, call),
             chain_id=integer(data, "chainId"),
+            provider_address=text(data, "providerAddress", required=False),
         )
 
     @property
     def call(self) -> SignedCall:
-        return SignedCall(self.owner, None, self.signature, self.nonce)
+        return SignedCall(
+            self.owner, None, self.signature, self.nonce, "start", self.provider_address
+        )
 
     def stage(self) -> dict[str, Any]:
         """Stage 0, checked the way the engine needs it (contract section 3, step 5)."""
@@ -198,6 +202,8 @@ class JobQuery:
     job_id: str | None  # as sent, which is what the Provider signed, even when too short to filter
     signature: str | None
     nonce: Nonce
+    kind: str = "status"  # stop (PUT), delete (DELETE) or status (GET)
+    provider_address: str | None = None
 
     @classmethod
     def parse(cls, data: Data, method: str) -> JobQuery:
@@ -219,11 +225,15 @@ class JobQuery:
             job_id=text(data, "jobId", required=False),
             signature=text(data, "providerSignature", required=False),
             nonce=nonce(data, call),
+            kind={"PUT": "stop", "DELETE": "delete"}.get(method, "status"),
+            provider_address=text(data, "providerAddress", required=False),
         )
 
     @property
     def call(self) -> SignedCall:
-        return SignedCall(self.owner, self.job_id, self.signature, self.nonce)
+        return SignedCall(
+            self.owner, self.job_id, self.signature, self.nonce, self.kind, self.provider_address
+        )
 
     def signed_jobs(self, signature_required: bool) -> JobFilter:
         """A signed caller only ever sees jobs of the owner it signed for, never all of them."""
@@ -239,10 +249,13 @@ class ResultRequest:
     signature: str
     nonce: Nonce
     index: int
+    provider_address: str | None = None
 
     @property
     def call(self) -> SignedCall:
-        return SignedCall(self.owner, self.job_id, self.signature, self.nonce)
+        return SignedCall(
+            self.owner, self.job_id, self.signature, self.nonce, "result", self.provider_address
+        )
 
     @classmethod
     def parse(cls, data: Data) -> ResultRequest:
@@ -259,6 +272,7 @@ class ResultRequest:
             signature=text(data, "providerSignature") or "",
             nonce=nonce(data, call),
             index=index,
+            provider_address=text(data, "providerAddress", required=False),
         )
 
 

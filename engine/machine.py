@@ -176,7 +176,11 @@ class JobRun:
         algorithm = stage.get("algorithm") or {}
         container = algorithm.get("container") or {}
         image = f"{container.get('image', '')}:{container.get('tag', 'latest')}"
-        inputs = [item.get("id", "") for item in stage.get("input") or [] if isinstance(item, dict)]
+        inputs = [  # an input without id (a plain URL) is in no DID list
+            item["id"]
+            for item in stage.get("input") or []
+            if isinstance(item, dict) and item.get("id")
+        ]
         env = {
             "ALGO": "/data/transformations/algorithm",
             "DIDS": json.dumps(inputs),

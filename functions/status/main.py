@@ -20,7 +20,9 @@ def running_jobs(request: Request, rt: Runtime) -> Response:
 
 
 def environments(request: Request, rt: Runtime) -> Response:
-    chain_id = payloads.integer(http.request_data(request, rt.settings), "chainId")
+    data = http.request_data(request, rt.settings)
+    # Ocean Node asks ?chain_id=; the Provider ?chainId=.
+    chain_id = payloads.integer(data, "chainId" if "chainId" in data else "chain_id")
     envs = [env for env in store.environments(rt.db) if jobs.serves_chain(env, chain_id)]
     return http.json_response(envs)
 

@@ -160,7 +160,10 @@ def test_malformed_starts_get_the_contract_message_and_store_nothing(
             )
             for attr in ("algorithm", "compute", "input", "output")
         ],
-        ({"stages": [stage(input=[{"url": ["x"]}])]}, "Missing id in input 0 of stage 0"),
+        (
+            {"stages": [stage(input=[{"id": "", "url": ["x"]}])]},
+            "`id` of input 0 of stage 0 must be a DID, when given",
+        ),
         ({"stages": [stage(input="x")]}, "`input` of stage 0 must be a list of JSON objects"),
     ],
 )
