@@ -43,6 +43,9 @@ def start(rt: Runtime, order: StartRequest, verified: Verified | None) -> str:
     same transaction (verified is None in legacy mode). The new job's status object, as JSON."""
     env = store.environment(rt.db, order.environment)
     if env is None or not serves_chain(env, order.chain_id):
+        # A replay is refused as a replay, whatever it names (a probe of environments too).
+        if verified is not None and store.nonce_used(rt.db, verified.signer, verified.nonce_ns):
+            raise auth.reused(verified)
         raise BadRequest(ENVIRONMENT_INVALID)
     stage = engine_stage(order.stage())
     job_id = uuid.uuid4().hex

@@ -79,6 +79,15 @@ def consume_nonce_in(tx: Transaction, signer: str, nonce_ns: int) -> bool:
     return bool(rows)
 
 
+def nonce_used(db: Database, signer: str, nonce_ns: int) -> bool:
+    rows = db.query(
+        "SELECT 1 FROM provider_nonces WHERE signer = :signer AND nonce = :nonce",
+        signer=signer.lower(),
+        nonce=nonce_ns,
+    )
+    return bool(rows)
+
+
 def prune_nonces(db: Database, older_than_ns: int, *, batch: int = 1000) -> int:
     """Delete nonces older than the cutoff, `batch` rows a statement so that no statement
     holds many locks or runs long; the number deleted."""

@@ -64,6 +64,7 @@ class Engine:
         self.backlogs: dict[str, Backlog] = {}
         self.last_turn = time.time()
         self.database_ok = False
+        self.announced = False  # every environment announced once: starts for them can pass
         self._listener: Listener | None = None
         self._due = {"heartbeat": 0.0, "renew": 0.0, "poll": 0.0, "sweep": 0.0}
         # A finished job or close() wakes the loop through this pipe, without the database.
@@ -126,6 +127,7 @@ class Engine:
             )
             self.backlogs[env.namespace] = backlog
             claimable += backlog.claimable
+        self.announced = True
         return claimable > 0
 
     def pick_up(self) -> None:

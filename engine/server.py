@@ -57,14 +57,17 @@ class StatusServer:
     def health(self) -> tuple[int, dict[str, object]]:
         since = time.time() - self.engine.last_turn
         alive = since <= self.stale_after
+        # Ready once its environments are announced: before that a start for them is a 400.
+        ready = alive and self.engine.announced
         body: dict[str, object] = {
             "engine": self.engine.id,
             "loop": "turning" if alive else "stuck",
+            "announced": self.engine.announced,
             "secondsSinceTurn": round(since, 1),
             "database": "ok" if self.engine.database_ok else "unavailable",
             "jobs": sum(1 for run in list(self.engine.runs.values()) if not run.done.is_set()),
         }
-        return (200 if alive else 503), body
+        return (200 if ready else 503), body
 
 
 def _handler(server: StatusServer) -> type[BaseHTTPRequestHandler]:

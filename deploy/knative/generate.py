@@ -143,11 +143,13 @@ def knative_service(function: str) -> dict[str, Any]:
 
 
 def engine_manifests() -> list[dict[str, Any]]:
-    """The engine: its environments, its Deployment, the storage it shares with the stage pods
-    and the result function, and the NetworkPolicies that hold the stage pods."""
+    """The engine: its environments, its Deployment, the service's chores, the storage it
+    shares with the stage pods and the result function, and the NetworkPolicies that hold the
+    stage pods."""
     return [
         engine_config(),
         engine_deployment(),
+        chores_cron_job(),
         *(doc for claim in CLAIMS for doc in shared_claim(claim, CLAIMS[claim])),
         *stage_network_policies(),
     ]
@@ -409,6 +411,50 @@ def _match(route: routes.Route) -> dict[str, Any]:
     return {
         "path": {"type": "PathPrefix" if prefix else "Exact", "value": route.path},
         "method": route.method,
+    }
+
+
+def chores_cron_job() -> dict[str, Any]:
+    """The chores (common/chores.py) every few minutes, whether or not the functions serve
+    traffic: as the stop function's account, which may delete WorkFlows."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "operator-chores", "namespace": NAMESPACE},
+        "spec": {
+            "schedule": "*/5 * * * *",
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "activeDeadlineSeconds": 240,
+                    "ttlSecondsAfterFinished": 3600,
+                    "template": {
+                        "spec": {
+                            "serviceAccountName": service_name("stop"),
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "chores",
+                                    "image": IMAGE,
+                                    "command": ["python", "-m", "common.chores"],
+                                    "env": [{"name": "CLUSTER", "value": "in-cluster"}],
+                                    "envFrom": [
+                                        {"configMapRef": {"name": "operator-config"}},
+                                        {"secretRef": {"name": "operator-secrets"}},
+                                    ],
+                                    "resources": {
+                                        "requests": {"cpu": "50m", "memory": "96Mi"},
+                                        "limits": {"memory": "256Mi"},
+                                    },
+                                    "securityContext": RESTRICTED,
+                                }
+                            ],
+                        }
+                    },
+                }
+            },
+        },
     }
 
 

@@ -166,3 +166,11 @@ def test_stage_pods_allowed_egress_reach_neither_private_networks_nor_metadata()
     assert {"fc00::/7", "fe80::/10", "::1/128"} <= set(v6["except"])
     assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
     assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+
+
+def test_the_chores_run_on_a_schedule_as_the_stop_functions_account() -> None:
+    [cron] = [d for d in load("engine.yaml") if d["kind"] == "CronJob"]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "operator-stop"  # the account that deletes WorkFlows
+    assert pod["containers"][0]["command"] == ["python", "-m", "common.chores"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"

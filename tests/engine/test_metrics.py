@@ -67,9 +67,8 @@ def test_the_engine_reports_its_jobs_stages_and_queue(
         dirs, pg_env, args=("--listen", f"127.0.0.1:{port}"), maxJobs=1, maxJobDuration=3
     ):
         wait_for(lambda: health(url)[0] == 200, what="the engine's /healthz")
-        # /healthz answers from the start; a start needs the environment announced.
-        announced = "SELECT 1 FROM envs WHERE namespace = :n"
-        wait_for(lambda: db.query(announced, n=ENVIRONMENT), what="the engine's announcement")
+        # Ready means announced: a start for its environment passes from now on.
+        assert db.query("SELECT 1 FROM envs WHERE namespace = :n", n=ENVIRONMENT)
         # One slot: the first job runs into its deadline while the other three wait.
         timeout = start_job(start, algorithm_stage("import time\ntime.sleep(600)"))
         failing = start_job(start, algorithm_stage("import sys\nsys.exit(3)"))
@@ -128,13 +127,17 @@ def test_the_engine_reports_its_jobs_stages_and_queue(
 def test_healthz_fails_once_the_loop_stops_turning(
     settings: Settings, dirs: Dirs, db: Database
 ) -> None:
-    """An engine built, never run: its loop does not turn, as if stuck in a stage call."""
+    """An engine built, never run: not ready before its first announcement, then its loop
+    does not turn, as if stuck in a stage call."""
     config = EngineConfig.parse(engine_yaml(dirs), settings, work_root=dirs.work)
     engine = Engine(config, db, SandboxRunner())
     server = StatusServer(engine, "127.0.0.1", 0, stale_after=0.5)
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}"
+        status, body = health(url)
+        assert (status, body["announced"]) == (503, False)
+        engine.heartbeat()
         assert health(url)[0] == 200
         wait_for(lambda: health(url)[0] == 503, timeout=5, what="/healthz to say stuck")
         assert health(url)[1]["loop"] == "stuck"

@@ -191,6 +191,19 @@ def test_unknown_environment_or_chain_is_refused(
     assert job_count(db) == 0
 
 
+def test_a_replayed_start_is_refused_as_a_replay_whatever_environment_it_names(
+    start: FlaskClient, db: Database, env_announced: dict[str, Any]
+) -> None:
+    body = start_body("a")
+    assert start.post(URL, json=body).status_code == 200
+    replayed = start.post(URL, json={**body, "environment": "nowhere"})
+    assert (replayed.status_code, replayed.json) == (
+        401,
+        {"error": f"Nonce {body['nonce']} was already used"},
+    )
+    assert job_count(db) == 1
+
+
 def test_signer_outside_the_allowlist_gets_401_and_stores_nothing(
     start: FlaskClient, db: Database, env_announced: dict[str, Any]
 ) -> None:
