@@ -54,7 +54,10 @@ class StatusServer:
         """The process's counters (common.metrics's registry) and the engine's present."""
         return common_metrics.exposition() + generate_latest(self.registry)
 
-    def health(self) -> tuple[int, dict[str, object]]:
+    def health(self, *, readiness: bool = True) -> tuple[int, dict[str, object]]:
+        """/healthz (readiness): the loop turns and every environment was announced; /livez
+        (liveness): the loop turns, announced or not (a database down at start is no reason
+        to restart the engine)."""
         since = time.time() - self.engine.last_turn
         alive = since <= self.stale_after
         # Ready once its environments are announced: before that a start for them is a 400.
@@ -67,7 +70,7 @@ class StatusServer:
             "database": "ok" if self.engine.database_ok else "unavailable",
             "jobs": sum(1 for run in list(self.engine.runs.values()) if not run.done.is_set()),
         }
-        return (200 if ready else 503), body
+        return (200 if (ready if readiness else alive) else 503), body
 
 
 def _handler(server: StatusServer) -> type[BaseHTTPRequestHandler]:
@@ -75,8 +78,8 @@ def _handler(server: StatusServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._send(200, common_metrics.CONTENT_TYPE, server.metrics())
-            elif self.path == "/healthz":
-                status, body = server.health()
+            elif self.path in ("/healthz", "/livez"):
+                status, body = server.health(readiness=self.path == "/healthz")
                 self._send(status, "application/json", json.dumps(body).encode())
             else:
                 self._send(404, "application/json", b'{"error": "No such route"}')

@@ -190,7 +190,10 @@ def engine_config() -> dict[str, Any]:
 
 def engine_deployment() -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": "operator-engine", **PART_OF}
-    probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10}
+
+    def probe(path: str) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": 10}
+
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -247,8 +250,9 @@ def engine_deployment() -> dict[str, Any]:
                                 ),
                             ],
                             "envFrom": [{"configMapRef": {"name": "operator-config"}}],
-                            "livenessProbe": {**probe, "failureThreshold": 3},
-                            "readinessProbe": {**probe, "periodSeconds": 5},
+                            # Alive while its loop turns; ready once it has announced.
+                            "livenessProbe": {**probe("/livez"), "failureThreshold": 3},
+                            "readinessProbe": {**probe("/healthz"), "periodSeconds": 5},
                             "resources": {
                                 "requests": {"cpu": "100m", "memory": "256Mi"},
                                 "limits": {"memory": "1Gi"},

@@ -48,9 +48,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def health(url: str) -> tuple[int, dict[str, Any]]:
+def health(url: str, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
     try:
-        with urllib.request.urlopen(url + "/healthz", timeout=10) as answer:
+        with urllib.request.urlopen(url + path, timeout=10) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -137,6 +137,7 @@ def test_healthz_fails_once_the_loop_stops_turning(
         url = f"http://127.0.0.1:{server.port}"
         status, body = health(url)
         assert (status, body["announced"]) == (503, False)
+        assert health(url, "/livez")[0] == 200  # alive all the same
         engine.heartbeat()
         assert health(url)[0] == 200
         wait_for(lambda: health(url)[0] == 503, timeout=5, what="/healthz to say stuck")
