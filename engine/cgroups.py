@@ -64,6 +64,8 @@ class Group:
     def kill(self) -> None:
         """Every process of the group, at once; returns once none is left (or after
         EMPTY_WAIT_SECONDS, when a process could not be reaped: then `remove` fails)."""
+        if not self.pids():
+            return  # the usual end: the sandbox's first process died, and with it the rest
         if self.v2:
             _write(self._folder("") / "cgroup.kill", "1")
         else:

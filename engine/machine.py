@@ -124,7 +124,8 @@ class JobRun:
                 Stage.CONFIGURE,
                 _stage_program("configure"),
                 env=env,
-                network=True,  # it fetches the inputs; the algorithm never gets this network
+                # Only what it fetches over the network needs one; the algorithm never gets it.
+                network=_fetches_remotely(stage),
                 allow_networks=self.env.allow_networks,
                 binds=binds,
                 limits=self.stage_limits(),
@@ -428,6 +429,20 @@ def _has_entries(folder: Path) -> bool:
             return any(True for _ in entries)
     finally:
         os.close(fd)
+
+
+def _fetches_remotely(stage: dict[str, Any]) -> bool:
+    """Whether configure fetches anything but raw code and file:// inputs (a URL it cannot
+    read as text counts, so that configure reports it)."""
+    algorithm = stage.get("algorithm") or {}
+    urls: list[Any] = []
+    if isinstance(algorithm, dict) and not algorithm.get("rawcode"):
+        urls.append(algorithm.get("url"))
+    for item in stage.get("input") or []:
+        if isinstance(item, dict) and not item.get("remote"):
+            found = item.get("url")
+            urls += found if isinstance(found, list) else [found]
+    return any(not (isinstance(url, str) and url.startswith("file:")) for url in urls if url)
 
 
 def _entrypoint(stage: dict[str, Any]) -> str:

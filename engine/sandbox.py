@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -440,7 +441,8 @@ class SandboxRunner:
             handle.group.remove()
             handle.group = None
         if handle.route is not None and self.egress is not None:
-            self.egress.close(handle.route)
+            # Empty now (its processes are dead): taken down beside the job, not in its way.
+            threading.Thread(target=self.egress.close, args=(handle.route,), daemon=True).start()
             handle.route = None
         for fd in handle.fds:
             with contextlib.suppress(OSError):
