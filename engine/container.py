@@ -11,11 +11,15 @@ a stop, and removes what is left of a job's containers when it finishes or takes
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
+from engine import seccomp
 from engine.runner import StageSpec
 
 NOBODY = 65534
@@ -24,18 +28,23 @@ TMP = "/tmp"  # noqa: S108 - a tmpfs of the container's own
 # runc, not crun: crun cannot set rlimits or cgroups on these hybrid cgroup-v1 hosts.
 GLOBAL = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
 PREFIX = "operator-job-"
+DEFAULT_PROFILE = Path("/usr/share/containers/seccomp.json")
 CALL_SECONDS = 60
 
 
 class Podman:
-    def __init__(self, podman: str) -> None:
+    def __init__(self, podman: str, seccomp_profile: Path | None = None) -> None:
         self.podman = podman
+        self.seccomp_profile = seccomp_profile
 
     @classmethod
     def find(cls) -> Podman | None:
-        """Podman, when installed and the engine may run rootful containers (it runs as root)."""
+        """Podman, when installed and the engine may run rootful containers (it runs as root),
+        with the sandboxes' seccomp refusals added to its default profile."""
         found = shutil.which("podman")
-        return cls(found) if found and os.geteuid() == 0 else None
+        if not found or os.geteuid() != 0:
+            return None
+        return cls(found, _seccomp_profile())
 
     def has_image(self, image: str) -> bool:
         return self._call("image", "exists", image).returncode == 0
@@ -43,11 +52,19 @@ class Podman:
     def name(self, spec: StageSpec) -> str:
         return f"{PREFIX}{spec.job_id}-{spec.stage}"
 
-    def run_argv(self, spec: StageSpec) -> list[str]:
+    def run_argv(self, spec: StageSpec, *, network_namespace: Path | None = None) -> list[str]:
+        """`network_namespace`: the filtered one the engine made for it (engine/egress.py)."""
         limits = spec.limits
         cpu_seconds = math.ceil(limits.seconds * limits.cpus) + 1
         argv = [self.podman, *GLOBAL, "run", "--rm", "--name", self.name(spec)]
-        argv += ["--network", "slirp4netns" if spec.network else "none"]
+        if not spec.network:
+            argv += ["--network", "none"]
+        elif network_namespace is not None:
+            argv += ["--network", f"ns:{network_namespace}"]
+        else:
+            argv += ["--network", "slirp4netns"]
+        if self.seccomp_profile is not None:
+            argv += ["--security-opt", f"seccomp={self.seccomp_profile}"]
         argv += ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
         argv += ["--user", f"{NOBODY}:{NOBODY}", "--pull", "never", "--log-driver", "none"]
         argv += ["--timeout", str(math.ceil(limits.seconds))]
@@ -80,3 +97,17 @@ class Podman:
             timeout=CALL_SECONDS,
             check=False,
         )
+
+
+def _seccomp_profile() -> Path | None:
+    """podman's default profile with the sandboxes' refusals, written once per engine; None
+    (podman's default alone) where there is no default to start from or no filter here."""
+    try:
+        base = json.loads(DEFAULT_PROFILE.read_text())
+        profile = seccomp.oci_profile(base)
+    except (OSError, ValueError, seccomp.SeccompUnavailable):
+        return None
+    fd, path = tempfile.mkstemp(prefix="operator-engine-seccomp-", suffix=".json")
+    with os.fdopen(fd, "w") as out:
+        json.dump(profile, out)
+    return Path(path)

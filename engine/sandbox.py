@@ -158,10 +158,12 @@ class SandboxRunner:
 
     def describe(self, spec: StageSpec) -> str:
         if self._in_container(spec):
-            network = "with network" if spec.network else "no network"
+            network = self._network(spec)
+            filtered = self.podman is not None and self.podman.seccomp_profile is not None
             return (
                 f"podman container of image {spec.image} (runc), uid {NOBODY}, {network}, "
-                "read-only root, every capability dropped, /data writable"
+                "read-only root, every capability dropped, /data writable, "
+                + ("seccomp filter" if filtered else "podman's default seccomp profile")
             )
         user = f"uid {NOBODY}" if self.drop_to_nobody else f"uid {os.geteuid()}"
         network = self._network(spec)
@@ -237,14 +239,16 @@ class SandboxRunner:
         )
         pipe = LogPipe(spec.log, limit=spec.limits.log_bytes)
         try:
+            if spec.network and self.egress is not None and not _allows_loopback(spec):
+                handle.route = self.egress.open(spec.allow_networks)
             if self._in_container(spec, last=True):
                 assert self.podman is not None
-                argv = self.podman.run_argv(spec)
+                namespace = handle.route.namespace if handle.route else None
+                argv = self.podman.run_argv(spec, network_namespace=namespace)
                 handle.container = self.podman.name(spec)
             else:
                 argv = self._argv(spec, handle.fds)
-                if spec.network and self.egress is not None and not _allows_loopback(spec):
-                    handle.route = self.egress.open(spec.allow_networks)
+                if handle.route is not None:
                     argv = ["nsenter", f"--net={handle.route.namespace}", "--", *argv]
                 if self.cgroups is not None:
                     handle.group = self.cgroups.create(_group_name(spec), _group_limits(spec))

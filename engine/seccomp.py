@@ -15,10 +15,12 @@ sandbox loads it with a few lines of Python just before the stage runs (`LOADER`
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import platform
 import struct
+from typing import Any
 
 # struct seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8 i (the low word first).
 NR, ARCH, ARG0 = 0, 4, 16
@@ -108,6 +110,36 @@ def program(machine: str | None = None) -> bytes:
         (RET, 0, 0, ALLOW),
     ]
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in code)
+
+
+def oci_profile(base: dict[str, Any], machine: str | None = None) -> dict[str, Any]:
+    """The same refusals as an OCI seccomp profile, for podman: its default profile (`base`,
+    an allowlist), less the refused calls and the other ABIs, plus EPERM for the refused
+    calls, ENOSYS for clone3, and clone allowed only without a CLONE_NEW* flag."""
+    machine = machine or platform.machine()
+    if machine not in ABIS:
+        raise SeccompUnavailable(f"no seccomp filter for {machine} (x86_64 and aarch64 only)")
+    names = {pair.split("=")[0] for pair in ABIS[machine][1].split()}
+    refused = sorted(names - {"clone", "clone3"})
+    profile = copy.deepcopy(base)
+    for abi in profile.get("archMap") or []:
+        abi["subArchitectures"] = []  # i386 and x32 calls: not this filter's numbers
+    kept = []
+    for rule in profile.get("syscalls") or []:
+        rule["names"] = [name for name in rule.get("names", []) if name not in names]
+        if rule["names"]:
+            kept.append(rule)
+    profile["syscalls"] = [
+        *kept,
+        {"names": refused, "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},
+        {
+            "names": ["clone"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": CLONE_NEW, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+        },
+    ]
+    return profile
 
 
 def descriptor(code: bytes) -> int:

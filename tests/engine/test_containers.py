@@ -27,10 +27,14 @@ from tests.engine.conftest import (
 )
 from tests.engine.test_stops_and_timeouts import stop_job
 from tests.jobrows import job_row, log_of, wait_finished, wait_for
+from tests.netns import serving_host
 
 IMAGE = "localhost/operator-test-busybox"
 TAG = "1"
-APPLETS = ("sh", "echo", "cat", "ls", "sleep", "id", "readlink", "touch", "wget", "dd", "head")
+APPLETS = (
+    *("sh", "echo", "cat", "ls", "sleep", "id", "readlink", "touch", "wget", "dd", "head"),
+    *("unshare", "nc", "printf"),
+)
 
 
 def podman(*args: str) -> subprocess.CompletedProcess[str]:
@@ -166,3 +170,34 @@ def test_an_image_podman_does_not_have_runs_in_the_sandbox_and_the_log_says_so(
     text = log_of(row, "algorithmLog")
     assert "image localhost/not-here:1 not used: podman does not have it here" in text
     assert "ran" in text and job_row(db, job_id)["status"] == 70
+
+
+def test_the_container_has_the_sandboxes_seccomp_refusals(
+    image: str, start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    # A user namespace is the usual first step out; podman's own profile allows it.
+    run_engine()
+    job_id = start_job(start, container_stage("unshare -U -r id -u; echo unshare=$?"))
+    row = wait_finished(db, job_id)
+    text = log_of(row, "algorithmLog")
+    assert "seccomp filter" in text and "unshare=0" not in text and "unshare=" in text
+
+
+def test_a_container_with_network_gets_the_filtered_way_out(
+    image: str, start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
+) -> None:
+    with (
+        serving_host("optest-pub", "203.0.113", {"x": b"reached the internet"}) as public,
+        serving_host("optest-prv", "192.168.77", {"x": b"reached a private host"}) as private,
+    ):
+        run_engine(network=True, allowNetworks=[])
+        # busybox's nc, not its wget: Debian's static busybox wget crashes on any URL.
+        get = "printf 'GET /x HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 8080"
+        entrypoint = (
+            f"{get.format(public.address)}; echo; "
+            f"{get.format(private.address)} || echo private unreachable"
+        )
+        row = wait_finished(db, start_job(start, container_stage(entrypoint)))
+    text = log_of(row, "algorithmLog")
+    assert "reached the internet" in text
+    assert "private unreachable" in text and "reached a private host" not in text
