@@ -1,14 +1,19 @@
 """The local runner: each stage in a sandbox on this machine, built by bubblewrap or, where it
 is not installed, by util-linux's `unshare` (on every Debian machine) and a setup script.
 
-Inside, a stage sees a read-only system (/usr and the libraries), a fresh /proc, /dev and a
-small /tmp, its job folder as /data (the only writable place), and nothing else: not the
-service's data folder, not other jobs, not the engine (own PID namespace), no network unless
-the environment allows it (own network namespace). It runs as an unprivileged user (the
-engine drops to `nobody` first when it runs as root), with rlimits on address space, CPU time,
-processes, open files and file size. The runner keeps the deadline and the disk quota itself:
-past either it kills the sandbox, and with it every process inside (the PID namespace dies
-with its first process, which dies with the engine).
+Inside, a stage sees a read-only system (/usr and the libraries), a fresh /proc, a read-only
+/dev with a small /dev/shm, a small /tmp, its job folder as /data (the only writable place),
+and nothing else: not the service's data folder, not other jobs, not the engine (own PID
+namespace), no network unless it may have one, and then its own namespace with a filtered way
+out (engine/egress.py). It runs as an unprivileged user (the engine drops to `nobody` first
+when it runs as root), under a seccomp filter (engine/seccomp.py), in a control group of its
+own that bounds its memory, processes and CPU as a whole (engine/cgroups.py), on a job folder
+that is a file system of its own (engine/volumes.py), with rlimits on CPU time, open files and
+file size; what it prints reaches its log through a pipe (engine/logpipe.py). Each layer that
+cannot be had here (not root, no such kernel feature) is left out, and `bounds()` says so.
+The runner keeps the deadline itself: past it, it kills the sandbox's group, and with it every
+process inside (the PID namespace also dies with its first process, which dies with the
+engine).
 """
 
 from __future__ import annotations

@@ -173,40 +173,26 @@ def test_a_signature_in_the_other_format_never_passes(
     start: FlaskClient, status: FlaskClient, env_announced: dict[str, Any]
 ) -> None:
     job_id = node_start(start).json[0]["jobId"]
+
+    def status_signed(key: Any, address: str, message: Callable[[int], str]) -> Any:
+        nonce = now_ms()
+        digest = keccak(message(nonce).encode())
+        if key is NODE:  # Ocean Node's sign(): the hash through toBeArray
+            digest = digest.lstrip(b"\0")
+        signature = "0x" + bytes(key.sign_message(encode_defunct(primitive=digest)).signature).hex()
+        body = {"providerSignature": signature, "providerAddress": address, "nonce": nonce}
+        return status.get(URL, json={**body, "owner": OWNER, "jobId": job_id})
+
     # Ocean Node's key signing the Provider's message: refused, saying what it must sign.
-    nonce = now_ms()
-    message = f"{OWNER}{job_id}{nonce}"
-    python_form = NODE.sign_message(encode_defunct(primitive=keccak(message.encode())))
-    answer = status.get(
-        URL,
-        json={
-            "providerSignature": "0x" + bytes(python_form.signature).hex(),
-            "providerAddress": NODE.address,
-            "nonce": nonce,
-            "owner": OWNER,
-            "jobId": job_id,
-        },
-    )
+    answer = status_signed(NODE, NODE.address, lambda nonce: f"{OWNER}{job_id}{nonce}")
     assert answer.status_code == 401
     assert answer.json == {
         "error": f"The signature does not match providerAddress {NODE.address}: it must sign "
         "Ocean Node's message for this call, String(nonce + owner + jobId)"
     }
     # The Python Provider, not an Ocean Node signer, signing Ocean Node's message: refused.
-    nonce = now_ms()
-    ocean_form = Account.from_key(PROVIDER_KEY).sign_message(
-        encode_defunct(primitive=keccak(f"{nonce}{OWNER}{job_id}".encode()).lstrip(b"\0"))
-    )
-    answer = status.get(
-        URL,
-        json={
-            "providerSignature": "0x" + bytes(ocean_form.signature).hex(),
-            "providerAddress": PROVIDER.address,
-            "nonce": nonce,
-            "owner": OWNER,
-            "jobId": job_id,
-        },
-    )
+    provider = Account.from_key(PROVIDER_KEY)
+    answer = status_signed(provider, PROVIDER.address, lambda nonce: f"{nonce}{OWNER}{job_id}")
     assert answer.status_code == 401
     assert "owner + jobId + nonce" in answer.json["error"]
     # And the Provider's own format still passes for the Provider.
