@@ -207,3 +207,6 @@ def test_environments_as_announced_with_a_chain_filter(
     assert [env["id"] for env in on_chain_5] == ["other-env"]
     bad = status.get("/api/v1/operator/environments", query_string={"chainId": "x"})
     assert (bad.status_code, bad.json) == (400, {"error": "Invalid chainId: expected an integer"})
+    # Ocean Node asks with chain_id.
+    as_ocean_node = status.get("/api/v1/operator/environments", query_string={"chain_id": 5})
+    assert [env["id"] for env in as_ocean_node.json] == ["other-env"]
