@@ -165,10 +165,11 @@ def test_a_stop_while_publishing_ends_the_job_with_its_logs(
     db: Database,
     run_engine: Callable[..., Engine],
 ) -> None:
-    # Outputs large enough that copying and hashing them takes a while to publish.
+    # Outputs large enough that copying and hashing them takes a while (seconds) to publish,
+    # so that the stop arrives while it runs.
     code = (
         "import os\nblock = os.urandom(1 << 20)\n"
-        "for i in range(180):\n"
+        "for i in range(400):\n"
         "    open(os.path.join(os.environ['OUTPUTS'], f'part{i}'), 'wb').write(block)\n"
     )
     run_engine(diskGB=0.5)
