@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import logging.config
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class Settings:
     ocean_node_signers: frozenset[str] = frozenset()
     allowed_admins: tuple[str, ...] = field(default=(), repr=False)
     operator_address: str | None = None
+    operator_private_key: str | None = field(default=None, repr=False)  # signs receipts
     default_namespace: str = "ocean-compute"
     algo_pod_timeout: int | None = None
     storage_expiry: int | None = None
@@ -113,6 +115,7 @@ class Settings:
             ocean_node_signers=ocean_nodes,
             allowed_admins=read("ALLOWED_ADMINS", _secret_list, NO_SECRETS),
             operator_address=env.get("OPERATOR_ADDRESS") or None,
+            operator_private_key=read("OPERATOR_PRIVATE_KEY", _private_key, None),
             default_namespace=read("DEFAULT_NAMESPACE", _dns_label, "ocean-compute"),
             algo_pod_timeout=read("ALGO_POD_TIMEOUT", _seconds, None),
             storage_expiry=read("STORAGE_EXPIRY", _seconds, None),
@@ -141,6 +144,12 @@ class Settings:
         if self.cluster == "off":
             notes.append("no Kubernetes cluster configured: workflows are stored, not registered")
         return notes
+
+
+def _private_key(raw: str) -> str:
+    if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", raw):
+        raise ValueError("must be 32 bytes in hex (0x and 64 hex digits)")  # never echoed
+    return "0x" + raw.removeprefix("0x").lower()
 
 
 def _flag(raw: str) -> bool:

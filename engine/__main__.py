@@ -21,6 +21,7 @@ from common.errors import ConfigError
 from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.kube import KubeRunner
+from engine.receipts import OperatorKey
 from engine.runner import Runner
 from engine.sandbox import SandboxRunner, SandboxUnavailable
 from engine.server import StatusServer
@@ -55,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             root.mkdir(parents=True, exist_ok=True)
             root.chmod(0o711)  # stages pass through, nobody lists other jobs
         runner = build_runner(config, settings)
+        operator = operator_key(settings)
     except (ConfigError, SandboxUnavailable) as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return 2
     db = Database(settings)
     workflows = None if settings.cluster == "off" else WorkflowMirror(api_client(settings))
-    engine = Engine(config, db, runner, workflows=workflows)
+    engine = Engine(config, db, runner, workflows=workflows, operator=operator)
     status = None
     if args.listen:
         host, port = args.listen
@@ -78,6 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     db.close()
     log.info("engine %s stopped", engine.id)
     return 0
+
+
+def operator_key(settings: Settings) -> OperatorKey | None:
+    """The key that signs receipts, whose address must be OPERATOR_ADDRESS when both are set."""
+    if settings.operator_private_key is None:
+        log.warning("OPERATOR_PRIVATE_KEY is not set: receipts are published unsigned")
+        return None
+    key = OperatorKey.from_hex(settings.operator_private_key)
+    claimed = settings.operator_address
+    if claimed and claimed.lower() != key.address.lower():
+        raise ConfigError(
+            f"OPERATOR_ADDRESS {claimed} is not the address of OPERATOR_PRIVATE_KEY ({key.address})"
+        )
+    log.info("receipts are signed by %s", key.address)
+    return key
 
 
 def build_runner(config: EngineConfig, settings: Settings) -> Runner[Any]:

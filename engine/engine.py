@@ -23,6 +23,7 @@ from engine import metrics
 from engine.config import EngineConfig, Environment
 from engine.machine import Abandoned, Context, JobRun
 from engine.queue import Backlog, Claimed, LeaseLost, Queue
+from engine.receipts import OperatorKey
 from engine.results import ResultsStore
 from engine.runner import Runner
 from engine.workflows import WorkflowMirror
@@ -43,6 +44,7 @@ class Engine:
         engine_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         workflows: WorkflowMirror | None = None,
+        operator: OperatorKey | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -54,6 +56,7 @@ class Engine:
             runner=runner,
             results=ResultsStore(config.results_root),
             workflows=workflows,
+            operator=operator,
         )
         self.clock = clock
         self.runs: dict[str, JobRun] = {}

@@ -22,16 +22,19 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from common import meta
 from common.jobs import STATUS_TEXTS
-from engine import metrics
+from engine import metrics, receipts
 from engine.config import EngineConfig, Environment
 from engine.queue import Claimed, Queue
+from engine.receipts import OperatorKey
 from engine.results import ResultsStore
 from engine.runner import Ending, Limits, Outcome, Runner, Stage, StageSpec
 from engine.workflows import WorkflowMirror
@@ -59,6 +62,7 @@ class Context:
     runner: Runner[Any]
     results: ResultsStore
     workflows: WorkflowMirror | None = None  # where a cluster holds the jobs' WorkFlows
+    operator: OperatorKey | None = None  # signs receipts; without it they go unsigned
 
 
 class JobRun:
@@ -137,6 +141,7 @@ class JobRun:
             self.note(Stage.CONFIGURE, "the algorithm has no container entrypoint")
             return self.failed(ALGORITHM_FAILED)
         if outcome.succeeded:
+            self.notes.write("fetched", receipts.fetched(self.data, stage))
             self.persist(30)
             return 30
         code = outcome.exit_code if outcome.exit_code in (DATA_FAILED, ALGORITHM_FAILED) else None
@@ -255,12 +260,63 @@ class JobRun:
         self.note(Stage.PUBLISH, "job finished")
         self.ctx.runner.cleanup(self.job_id)
         entries = results.entries(self.job_id, with_outputs=published)
+        receipt = self.receipt(entries)
+        metrics.moved(downloaded=receipt["downloadedBytes"], published=receipt["publishedBytes"])
+        entries.append(results.receipt(self.job_id, receipt, self.ctx.operator))
         self.ctx.queue.finish(self.job_id, entries)
         self.mirror(70, 2 if self.outcome == "timeout" else None)
         metrics.finished(self.env.namespace, self.outcome)
         self.ctx.runner.remove_folder(self.data)
         log.info("job %s finished with %d published file(s)", self.job_id, len(entries))
         return 70
+
+    def receipt(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the job's receipt says (engine/receipts.py), from what the engine saw."""
+        stage = self.stage()
+        container = (stage.get("algorithm") or {}).get("container") or {}
+        fetched = self.notes.read("fetched") or {"algorithm": {}, "inputs": []}
+        outputs = [e for e in entries if e["type"] == "output"]
+        env = self.env
+        return {
+            "version": receipts.VERSION,
+            "jobId": self.job_id,
+            "owner": self.job.owner,
+            "agreementId": self.job.agreement_id,
+            "chainId": self.job.chain_id,
+            "provider": self.job.provider,
+            "environment": {
+                "id": env.namespace,
+                "cpuNumber": env.cpu_number,
+                "ramBytes": env.ram_bytes,
+                "diskBytes": env.disk_bytes,
+                "maxJobDurationSeconds": env.max_job_duration,
+                "priceMin": str(env.price_min),
+            },
+            "algorithm": {
+                **fetched["algorithm"],
+                "image": f"{container.get('image')}:{container.get('tag', 'latest')}"
+                if container.get("image")
+                else None,
+                "imageDigest": None,  # not known until images are pulled by digest
+                "entrypoint": _entrypoint(stage),
+            },
+            "inputs": fetched["inputs"],
+            "downloadedBytes": fetched.get("downloadedBytes", 0),
+            "outputs": [_listed(e) for e in outputs],
+            "logs": [_listed(e) for e in entries if e["type"] != "output"],
+            "publishedBytes": sum(e["filesize"] for e in outputs),
+            "stages": dict(self.notes.stages()),
+            "outcome": self.outcome,
+            "stopRequested": self.stop_requested.is_set(),
+            "takenOver": self.job.status != 20,
+            "network": {
+                "algorithm": "filtered egress" if env.network else "none",
+                "configureAllowNetworks": list(env.allow_networks),
+            },
+            "engine": {"id": self.ctx.queue.me, "version": meta.version()},
+            "createdMs": receipts.ms(self.job.created),
+            "finishedMs": receipts.ms(time.time()),
+        }
 
     def end_after_error(self) -> None:
         """The engine failed on this job in a way a retry would meet again: publish the logs
@@ -378,8 +434,7 @@ class JobRun:
         while True:
             outcome = runner.poll(handle)
             if outcome is not None:
-                metrics.stage_ended(stage, outcome)
-                return outcome
+                return self.stage_ended(stage, outcome)
             if self.abandon.is_set():
                 runner.release(handle)
                 raise Abandoned(self.job_id)
@@ -387,9 +442,17 @@ class JobRun:
             pause = min(pause * 2, WAIT_SECONDS)
             if waiting_on.wait(pause) and stoppable:
                 self.stop_honoured = True
-                outcome = runner.stop(handle)
-                metrics.stage_ended(stage, outcome)
-                return outcome
+                return self.stage_ended(stage, runner.stop(handle))
+
+    def stage_ended(self, stage: Stage, outcome: Outcome) -> Outcome:
+        metrics.stage_ended(stage, outcome)
+        self.notes.write(str(stage), receipts.stage_record(outcome))
+        return outcome
+
+    @property
+    def notes(self) -> receipts.Notes:
+        """What the engine saw of the job, for its receipt."""
+        return receipts.Notes(self.ctx.results.folder(self.job_id) / "receipt")
 
 
 STEPS: dict[int, Callable[[JobRun], int]] = {
@@ -429,6 +492,10 @@ def _has_entries(folder: Path) -> bool:
             return any(True for _ in entries)
     finally:
         os.close(fd)
+
+
+def _listed(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: entry[key] for key in ("filename", "filesize", "sha256", "type")}
 
 
 def _fetches_remotely(stage: dict[str, Any]) -> bool:

@@ -55,6 +55,24 @@ STAGE_SECONDS = Histogram(
 )
 
 
+STAGE_CPU_SECONDS = Counter(
+    "engine_stage_cpu_seconds",
+    "CPU time of stages as their control groups counted it, by stage",
+    ["stage"],
+)
+STAGE_PEAK_MEMORY = Histogram(
+    "engine_stage_peak_memory_bytes",
+    "The most memory each stage's control group held at once, by stage",
+    ["stage"],
+    buckets=tuple(2**power for power in range(20, 36)),  # 1 MiB to 32 GiB
+)
+JOB_BYTES = Counter(
+    "engine_job_bytes",
+    "Bytes configure downloaded and publish published, as the jobs' receipts say",
+    ["direction"],
+)
+
+
 def claimed(environment: str, takeover: bool) -> None:
     JOBS_CLAIMED.labels(environment, "takeover" if takeover else "new").inc()
 
@@ -67,6 +85,15 @@ def stage_ended(stage: Stage, outcome: Outcome) -> None:
     STAGE_SECONDS.labels(str(stage), ending(outcome)).observe(
         max(0.0, outcome.finished - outcome.started)
     )
+    if outcome.cpu_seconds is not None:
+        STAGE_CPU_SECONDS.labels(str(stage)).inc(outcome.cpu_seconds)
+    if outcome.peak_memory_bytes is not None:
+        STAGE_PEAK_MEMORY.labels(str(stage)).observe(outcome.peak_memory_bytes)
+
+
+def moved(*, downloaded: int, published: int) -> None:
+    JOB_BYTES.labels("downloaded").inc(downloaded)
+    JOB_BYTES.labels("published").inc(published)
 
 
 def ending(outcome: Outcome) -> str:

@@ -15,7 +15,10 @@ from typing import Any
 from common.db import Database
 from common.jobs import STATUS_TEXTS
 
-CLAIMED_COLUMNS = "workflowid, namespace, status, stopreq, workflow"
+CLAIMED_COLUMNS = (
+    "workflowid, namespace, status, stopreq, workflow, owner, agreementid, provider, chainid, "
+    "extract(epoch from datecreated)"
+)
 
 
 class LeaseLost(Exception):
@@ -29,10 +32,17 @@ class Claimed:
     status: int  # 20 for a fresh claim; the stored status for a takeover
     stop_requested: bool
     workflow: dict[str, Any]
+    # What the job's receipt tells of its order (engine/receipts.py).
+    owner: str = ""
+    agreement_id: str = ""
+    provider: str | None = None  # the Provider that signed its start (None: unsigned mode)
+    chain_id: str | None = None
+    created: float = 0.0  # Unix time it was stored
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Claimed:
-        job_id, namespace, status, stopreq, workflow = row
+        job_id, namespace, status, stopreq, workflow, *order = row
+        owner, agreement_id, provider, chain_id, created = order
         try:
             document = json.loads(workflow) if workflow else {}
         except ValueError:
@@ -43,6 +53,11 @@ class Claimed:
             status=int(status),
             stop_requested=stopreq == 1,
             workflow=document if isinstance(document, dict) else {},
+            owner=owner or "",
+            agreement_id=agreement_id or "",
+            provider=provider,
+            chain_id=chain_id,
+            created=float(created or 0),
         )
 
 

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine import receipts
+from engine.receipts import OperatorKey
 from engine.runner import Stage
 
 # The original engine's `type` of each log, `configrationLog` sic: clients match it.
@@ -96,6 +98,26 @@ class ResultsStore:
                     }
                 )
         return found
+
+    def receipt(
+        self, job_id: str, receipt: dict[str, Any], operator: OperatorKey | None
+    ) -> dict[str, Any]:
+        """Write the job's signed receipt beside its logs; its outputsurl entry."""
+        signed = {
+            "receipt": receipt,
+            "signature": operator.sign(receipt) if operator else None,
+            "signer": operator.address if operator else None,
+        }
+        path = self.folder(job_id) / receipts.FILE_NAME
+        path.unlink(missing_ok=True)
+        path.write_bytes(receipts.canonical(signed))
+        return {
+            "filename": receipts.FILE_NAME,
+            "filesize": path.stat().st_size,
+            "url": path.resolve().as_uri(),
+            "type": "receipt",
+            "sha256": sha256(path),
+        }
 
     def delete(self, job_id: str) -> None:
         remove_tree(self.folder(job_id))

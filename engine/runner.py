@@ -65,6 +65,9 @@ class Outcome:
     started: float  # time.time() of the start
     finished: float
     detail: str = ""
+    # What the stage used as the kernel counted it, where the runner can ask (its cgroup).
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -432,6 +432,7 @@ class SandboxRunner:
         self, handle: SandboxHandle, ending: Ending, code: int | None, detail: str = ""
     ) -> Outcome:
         finished = time.time()
+        usage = None
         if handle.group is not None:
             # Nothing of the sandbox may outlive it: publish and cleanup touch its folder next.
             handle.group.kill()
@@ -441,7 +442,15 @@ class SandboxRunner:
                 ending, detail = Ending.MEMORY, f"out of memory: its limit is {limit} bytes"
         if handle.pipe is not None:
             handle.pipe.wait()  # the stage's last words are in its log before the engine's
-        handle.outcome = Outcome(ending, code, handle.started, finished, detail=detail)
+        handle.outcome = Outcome(
+            ending,
+            code,
+            handle.started,
+            finished,
+            detail=detail,
+            cpu_seconds=usage.cpu_seconds if usage else None,
+            peak_memory_bytes=usage.peak_memory_bytes if usage else None,
+        )
         self._close(handle)
         return handle.outcome
 

@@ -39,6 +39,7 @@ from common import routes, store
 from common.config import Settings
 from common.db import Database
 from common.errors import ConfigError, Unavailable
+from engine.receipts import OperatorKey
 from local import compute, controlplane, postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +99,15 @@ def prepare(env: MutableMapping[str, str], data: Path, *, control_plane: str = "
         env["ALLOWED_ADMINS"] = json.dumps([secret])
         # Where it is kept, never the secret: a banner ends up in logs and screenshots.
         notes.append(f"admin secret (header 'Admin'): kept in {data / 'admin-secret'}")
+    if not env.get("OPERATOR_PRIVATE_KEY"):
+        # The operator's key signs every job's receipt; its address is shown by GET /.
+        key = _kept(data / "operator.key", lambda: "0x" + secrets.token_hex(32))
+        env["OPERATOR_PRIVATE_KEY"] = key
+        env.setdefault("OPERATOR_ADDRESS", provider_address(key))
+        notes.append(
+            f"operator: {env['OPERATOR_ADDRESS']} signs receipts "
+            f"(its key is in {data / 'operator.key'})"
+        )
     if not env.get("ALLOWED_PROVIDERS") and env.get("SIGNATURE_REQUIRED", "1") == "1":
         key = _kept(data / "provider.key", lambda: "0x" + secrets.token_hex(32))
         address = provider_address(key)
@@ -135,14 +145,10 @@ def start_cluster(env: MutableMapping[str, str], data: Path, wanted: str) -> str
 
 
 def provider_address(key: str) -> str:
-    """The key's Ethereum address, through libsecp256k1 directly: eth-account would raise the
-    interpreter's recursion limit for the server this process forks (py_ecc sets 100,000)."""
-    from coincurve import PrivateKey
-    from eth_hash.auto import keccak
-    from eth_utils.address import to_checksum_address
-
-    public = PrivateKey(bytes.fromhex(key.removeprefix("0x"))).public_key
-    return str(to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:]))
+    """The key's Ethereum address (the Provider's or the operator's), through libsecp256k1
+    directly: eth-account would raise the interpreter's recursion limit for the server this
+    process forks (py_ecc sets 100,000)."""
+    return OperatorKey.from_hex(key).address
 
 
 def initialise(settings: Settings) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from opclient import verify
 from opclient.client import Client, Download, ServiceError, Unreachable
 from opclient.signing import Signer
 
@@ -152,6 +153,12 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("index", type=int)
     result.add_argument("-o", "--output", type=Path, help="file to write (default: its name)")
     result.add_argument("--owner", help="default: the signer's address")
+
+    checks = command("verify", run_verify, "check a job's signed receipt and every file it lists")
+    checks.add_argument("job_id", nargs="?", help="the job (not with --receipt)")
+    checks.add_argument("--operator", help="the operator's address (default: GET /'s address)")
+    checks.add_argument("--receipt", type=Path, help="a receipt file: its signature, offline")
+    checks.add_argument("--owner", help="default: the signer's address")
 
     envs = command("environments", run_environments, "environments announced by engines")
     envs.add_argument("--chain-id", type=int)
@@ -286,6 +293,23 @@ def run_result(client: Client, args: argparse.Namespace) -> Any:
     if published != digest.hexdigest():
         raise JobFailed(f"{target}: sha256 {digest.hexdigest()} is not the published {published}")
     return {**shown, "sha256": published}
+
+
+def run_verify(client: Client, args: argparse.Namespace) -> Any:
+    if args.receipt:
+        if not args.operator:
+            raise UsageError("--receipt needs --operator: the address that must have signed it")
+        checks = [verify.signature(json.loads(args.receipt.read_text()), args.operator)]
+    elif args.job_id:
+        checks = verify.online(client, args.job_id, operator=args.operator, owner=args.owner)
+    else:
+        raise UsageError("give a job id, or --receipt with --operator")
+    rows = [check.row() for check in checks]
+    if not all(check.ok for check in checks):
+        print(json.dumps(rows, indent=2) if args.json else table(rows))
+        failed = ", ".join(check.what for check in checks if not check.ok)
+        raise JobFailed(f"the receipt does not hold: {failed}")
+    return rows
 
 
 def _published_sha256(client: Client, args: argparse.Namespace) -> str | None:

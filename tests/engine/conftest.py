@@ -25,6 +25,7 @@ from common.config import Settings
 from common.db import Database
 from engine.config import EngineConfig
 from engine.engine import Engine
+from engine.receipts import OperatorKey
 from engine.results import remove_tree
 from engine.sandbox import SandboxRunner
 from tests.conftest import ENVIRONMENT, ROOT
@@ -36,6 +37,7 @@ require_bubblewrap()
 
 # Each test's engine: short leases and polls, so takeovers and fallbacks happen in test time.
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
+OPERATOR_KEY = "0x" + "0c" * 32  # the test operator's: it signs the engine's receipts
 ENGINE_TUNING = {"leaseSeconds": 2, "heartbeatSeconds": 1, "pollSeconds": 1, "sweepSeconds": 1}
 
 
@@ -70,8 +72,13 @@ def dirs(engine_base: Path, request: pytest.FixtureRequest) -> Dirs:
 
 @pytest.fixture
 def settings(base_settings: Settings, dirs: Dirs) -> Settings:
-    """The service serves the engine's results folder, as `make run` sets it up."""
-    return base_settings.replace(results_root=dirs.results.resolve())
+    """The service serves the engine's results folder, as `make run` sets it up; the
+    operator's key signs receipts."""
+    return base_settings.replace(
+        results_root=dirs.results.resolve(),
+        operator_private_key=OPERATOR_KEY,
+        operator_address=OperatorKey.from_hex(OPERATOR_KEY).address,
+    )
 
 
 def engine_yaml(
@@ -142,7 +149,9 @@ class EngineThread:
 
     def __init__(self, config: EngineConfig, settings: Settings, tool: str) -> None:
         self.db = Database(settings)
-        self.engine = Engine(config, self.db, SandboxRunner(tool=tool))
+        key = settings.operator_private_key
+        operator = OperatorKey.from_hex(key) if key else None
+        self.engine = Engine(config, self.db, SandboxRunner(tool=tool), operator=operator)
         self.thread = threading.Thread(target=self.engine.run, name="engine")
 
     def __enter__(self) -> Engine:

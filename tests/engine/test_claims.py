@@ -63,7 +63,12 @@ def test_an_engine_killed_mid_algorithm_is_replaced_and_the_job_ends_without_a_s
     text = log_of(row, "algorithmLog")
     assert text.count("algorithm starts") == 1
     assert "the engine running this algorithm was lost" in text
-    assert [e["type"] for e in row["outputs"]] == ["configrationLog", "algorithmLog", "publishLog"]
+    assert [e["type"] for e in row["outputs"]] == [
+        "configrationLog",
+        "algorithmLog",
+        "publishLog",
+        "receipt",
+    ]
 
 
 def start_job_when_announced(

@@ -51,7 +51,7 @@ def test_a_job_runs_through_every_stage_and_its_output_is_served(
     assert (shown["status"], shown["statusText"], shown["stopreq"]) == (70, "Job finished", 0)
     assert shown["dateFinished"] is not None
     types = [entry["type"] for entry in shown["results"]]
-    assert types == ["output", "configrationLog", "algorithmLog", "publishLog"]
+    assert types == ["output", "configrationLog", "algorithmLog", "publishLog", "receipt"]
     assert all("url" not in entry for entry in shown["results"])
 
     output = shown["results"][0]
@@ -82,7 +82,12 @@ def test_a_failing_algorithm_ends_the_job_with_its_exit_code_in_the_log(
     assert row["stopreq"] == 0
     text = log_of(row, "algorithmLog")
     assert "giving up" in text and "exited with code 3" in text
-    assert [e["type"] for e in row["outputs"]] == ["configrationLog", "algorithmLog", "publishLog"]
+    assert [e["type"] for e in row["outputs"]] == [
+        "configrationLog",
+        "algorithmLog",
+        "publishLog",
+        "receipt",
+    ]
 
 
 def test_an_unreachable_algorithm_url_is_32_and_the_job_ends(

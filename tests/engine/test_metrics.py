@@ -119,6 +119,9 @@ def test_the_engine_reports_its_jobs_stages_and_queue(
     assert value(done, "engine_stage_duration_seconds_bucket", **timed_out, le="2.5") == 0
     assert value(done, "engine_stage_duration_seconds_bucket", **timed_out, le="5.0") == 1
     assert value(done, "engine_queue_oldest_age_seconds", environment=ENVIRONMENT) == 0
+    # What the stages' control groups counted, as the receipts say it.
+    assert value(done, "engine_stage_cpu_seconds_total", stage="algorithm") > 0
+    assert value(done, "engine_stage_peak_memory_bytes_count", stage="algorithm") == 4
     assert not any(name == "engine_jobs" for name, _ in done)  # it holds nothing now
     assert value(done, "process_resident_memory_bytes") > 0  # the process's own, too
     assert status == 200 and body["loop"] == "turning" and body["database"] == "ok"

@@ -179,4 +179,9 @@ def test_a_stop_while_publishing_ends_the_job_with_its_logs(
     row = wait_finished(db, job_id, timeout=10)
     assert (row["status"], row["stopreq"]) == (70, 1)
     assert "publish stopped on request" in log_of(row, "publishLog")
-    assert [e["type"] for e in row["outputs"]] == ["configrationLog", "algorithmLog", "publishLog"]
+    assert [e["type"] for e in row["outputs"]] == [
+        "configrationLog",
+        "algorithmLog",
+        "publishLog",
+        "receipt",
+    ]

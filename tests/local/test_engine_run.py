@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.results import remove_tree
+from local.run import provider_address
 from tests import storage
 from tests.local.test_opctl import opctl, opctl_json
 from tests.local.test_run import LocalRun, launch
@@ -83,6 +84,41 @@ def test_a_real_algorithm_runs_to_70_and_its_output_downloads_with_its_checksum(
 
     log = opctl(engine_run, "logs", job_id, "algorithm")
     assert log.returncode == 0 and "summed 2 rows" in log.stdout
+
+
+def test_opctl_verify_checks_the_receipt_and_names_what_was_tampered_with(
+    engine_run: LocalRun, tmp_path: Path
+) -> None:
+    (tmp_path / "sum.py").write_text(ALGORITHM)
+    data = engine_run.data / "inputs" / "verify.csv"
+    data.write_bytes(b"name,value\na,1\n")
+    done = start_and_wait(engine_run, tmp_path / "sum.py", "--input", data.as_uri())
+    job_id = done.stdout.splitlines()[0].split()[1]
+
+    checked = opctl_json(engine_run, "verify", job_id)
+    assert {row["check"] for row in checked} >= {"signature", "output total.txt", "receipt.json"}
+    assert all(row["result"] == "ok" for row in checked)
+    operator = (engine_run.data / "operator.key").read_text().strip()
+    assert f"signed by the operator {provider_address(operator)}" in {r["detail"] for r in checked}
+
+    # Offline: a receipt downloaded earlier, its signature against the operator's address.
+    [job] = opctl_json(engine_run, "status", job_id)
+    index = [r["type"] for r in job["results"]].index("receipt")
+    receipt = tmp_path / "receipt.json"
+    opctl_json(engine_run, "result", job_id, str(index), "-o", str(receipt))
+    offline = opctl(engine_run, "verify", "--receipt", str(receipt), "--operator", "0x" + "1" * 40)
+    assert offline.returncode == 4 and "signature" in offline.stderr
+    good = opctl(
+        engine_run, "verify", "--receipt", str(receipt), "--operator", provider_address(operator)
+    )
+    assert good.returncode == 0, good.stderr
+
+    # An output changed after the job: the receipt no longer holds, and says which file.
+    published = engine_run.data / "results" / job_id / "published" / "outputs" / "total.txt"
+    published.write_text("41\n")
+    tampered = opctl(engine_run, "verify", job_id)
+    assert tampered.returncode == 4
+    assert "the receipt does not hold: output total.txt" in tampered.stderr
 
 
 def test_a_loopback_input_is_refused_by_the_default_environment(
