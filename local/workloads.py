@@ -120,7 +120,10 @@ def start(plane: ControlPlane, assets: Path) -> None:
 
 
 def _node() -> str:
-    resources = f'{{cpu: "{NODE_CPU}", memory: {NODE_MEMORY}, pods: "110"}}'
+    # Ephemeral storage as a kubelet reports its disk: stage pods request it (diskGB).
+    resources = (
+        f'{{cpu: "{NODE_CPU}", memory: {NODE_MEMORY}, ephemeral-storage: 100Gi, pods: "110"}}'
+    )
     return f"""
 apiVersion: v1
 kind: Node
