@@ -120,6 +120,14 @@ def test_opctl_verify_checks_the_receipt_and_names_what_was_tampered_with(
     assert tampered.returncode == 4
     assert "the receipt does not hold: output total.txt" in tampered.stderr
 
+    # A receipt changed after the job (its claims, not its files): neither its published
+    # sha256 nor its signature holds.
+    served = engine_run.data / "results" / job_id / "receipt.json"
+    served.write_text(served.read_text().replace('"outcome":"completed"', '"outcome":"failed"'))
+    forged = opctl(engine_run, "verify", job_id)
+    assert forged.returncode == 4
+    assert "receipt.json, signature" in forged.stderr
+
 
 def test_a_loopback_input_is_refused_by_the_default_environment(
     engine_run: LocalRun, tmp_path: Path
