@@ -100,7 +100,8 @@ class Egress:
         route = Route(f"{PREFIX}{slot}")
         base = POOL.network_address + 4 * slot
         host, inside = f"{base + 1}/30", f"{base + 2}/30"
-        self.close(route)  # a namespace of this slot's last use, if its stage was lost
+        if route.namespace.exists():  # this slot's last use is still being taken down
+            self.close(route)
         try:
             _ip(
                 f"netns add {route.name}",
