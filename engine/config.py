@@ -17,6 +17,7 @@ import yaml
 
 from common.config import Settings
 from common.errors import ConfigError
+from engine.images import PULL_POLICIES, RUNTIMES
 
 GIB = 1024**3
 DEFAULT_DURATION = 3600  # seconds, when neither the file nor ALGO_POD_TIMEOUT says
@@ -43,6 +44,12 @@ class Environment:
     cpu_type: str = ""
     # Private networks its fetches may reach (on-premises data): none by default.
     allow_networks: tuple[str, ...] = ()
+    # How algorithms' images run (engine/images.py). runtime None: in their image where the
+    # runner can (podman, a cluster), else with the host's interpreters, said in the log.
+    runtime: str | None = None
+    pull_policy: str = "IfNotPresent"
+    allowed_registries: tuple[str, ...] = ()  # registries (and paths) images may come from
+    image_pull_secrets: tuple[str, ...] = ()  # a cluster's Secrets for private registries
 
     def announcement(self, running: int) -> dict[str, Any]:
         """The status JSON announce() stores, with exactly the keys of the original engine."""
@@ -103,6 +110,9 @@ class EngineConfig:
     fetch_min_rate: float = 16384.0  # bytes a second, on average, past a download's first 10 s
     log_bytes: int = 10 * 1024 * 1024  # what each stage's log keeps of the stage's output
     max_outputs: int = 1000  # output files a job publishes, at most
+    pull_seconds: float = 600.0  # the limit of one image pull, within configure's stageSeconds
+    max_image_bytes: int = 10 * GIB  # an image larger than this is removed and refused
+    insecure_registries: tuple[str, ...] = ()  # pulled over plain HTTP or unverified TLS
     sandbox: str | None = None  # "bwrap" or "unshare"; None: bubblewrap when installed
     kubernetes: KubernetesRunner | None = None  # run stages as Jobs instead of sandboxes
 
@@ -167,6 +177,11 @@ class EngineConfig:
             fetch_min_rate=reader.number(engine, "fetchMinRate", 16384.0, "engine"),
             log_bytes=int(reader.number(engine, "logBytes", 10 * 1024 * 1024, "engine")),
             max_outputs=int(reader.number(engine, "maxOutputs", 1000, "engine")),
+            pull_seconds=reader.number(engine, "pullSeconds", 600.0, "engine"),
+            max_image_bytes=int(reader.number(engine, "maxImageGB", 10.0, "engine") * GIB),
+            insecure_registries=_texts(
+                engine.get("insecureRegistries"), "engine.insecureRegistries", problems
+            ),
             sandbox=_sandbox(engine.get("sandbox"), problems),
             kubernetes=_kubernetes(reader, engine.get("kubernetes")),
         )
@@ -242,6 +257,14 @@ def _environment(
     if not isinstance(network, bool):
         reader.problems.append(f"{where}.network: must be true or false")
         network = False
+    runtime = raw.get("runtime")
+    if runtime is not None and runtime not in RUNTIMES:
+        reader.problems.append(f"{where}.runtime: must be one of {', '.join(RUNTIMES)}")
+        runtime = None
+    pull_policy = raw.get("pullPolicy", "IfNotPresent")
+    if pull_policy not in PULL_POLICIES:
+        reader.problems.append(f"{where}.pullPolicy: must be one of {', '.join(PULL_POLICIES)}")
+        pull_policy = "IfNotPresent"
     return Environment(
         namespace=raw["id"],
         max_jobs=int(reader.number(raw, "maxJobs", 1, where)),
@@ -260,7 +283,23 @@ def _environment(
         allowed_chain_ids=tuple(chains),
         cpu_type=str(raw.get("cpuType", "") or ""),
         allow_networks=networks,
+        runtime=runtime,
+        pull_policy=pull_policy,
+        allowed_registries=_texts(
+            raw.get("allowedRegistries"), f"{where}.allowedRegistries", reader.problems
+        ),
+        image_pull_secrets=_texts(
+            raw.get("imagePullSecrets"), f"{where}.imagePullSecrets", reader.problems
+        ),
     )
+
+
+def _texts(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:
+    items = _list(value, problems)
+    if not all(isinstance(item, str) and item for item in items):
+        problems.append(f"{where}: must be a list of names")
+        return ()
+    return tuple(items)
 
 
 def _networks(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:

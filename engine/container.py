@@ -1,5 +1,10 @@
-"""The algorithm in its own container image, through podman with runc, when podman has the
-image on this machine (nothing is pulled: an image is there because its operator put it there).
+"""The algorithm in its own container image, through podman with runc.
+
+Configure's first step pulls the image (`prepare`): by digest when the algorithm pinned one,
+as the environment's pullPolicy says, from a registry the environment allows, within a deadline,
+and no larger than the engine allows. A registry the operator did not name is reached the way a
+fetch is: its addresses checked, and the pull made from a filtered network namespace
+(engine/egress.py), so neither the name nor a redirect leads it to this host or a private network.
 
 The container gets what the sandbox gives: the job folder as /data, no network unless the
 environment allows it, a read-only root, every capability dropped, no new privileges, user
@@ -15,12 +20,17 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from engine import seccomp
-from engine.runner import StageSpec
+from engine.images import ImageRefused
+from engine.logpipe import kept_text
+from engine.runner import ImageRequest, PreparedImage, PullStopped, StageSpec
 
 NOBODY = 65534
 TMP_BYTES = 64 * 1024 * 1024
@@ -30,6 +40,7 @@ GLOBAL = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
 PREFIX = "operator-job-"
 DEFAULT_PROFILE = Path("/usr/share/containers/seccomp.json")
 CALL_SECONDS = 60
+PULL_POLL_SECONDS = 0.2
 
 
 class Podman:
@@ -48,6 +59,50 @@ class Podman:
 
     def has_image(self, image: str) -> bool:
         return self._call("image", "exists", image).returncode == 0
+
+    def prepare(
+        self,
+        request: ImageRequest,
+        stopped: Callable[[], bool],
+        *,
+        present: bool,
+        network_namespace: Path | None,
+    ) -> PreparedImage:
+        """The image here, as `request` says; `present`: whether it is here already;
+        `network_namespace`: the filtered one to pull from, or None for the host's network."""
+        reference = str(request.ref)
+        if request.pull_policy == "Never" and not present:
+            raise ImageRefused(
+                f"image {reference} is not on this machine and the environment's pullPolicy "
+                "is Never"
+            )
+        pulled = request.pull_policy == "Always" or not present
+        if pulled:
+            self._pull(request, stopped, network_namespace)
+        digests, size = self._inspect(request)
+        if request.ref.digest is not None and request.ref.digest not in digests:
+            raise ImageRefused(f"image {reference} here has digest {digests[0]}, not the checksum")
+        if size > request.max_bytes:
+            if pulled:
+                self._call("rmi", reference)
+            raise ImageRefused(
+                f"image {reference} is {size} bytes, more than the engine's maxImageGB "
+                f"({request.max_bytes} bytes)"
+            )
+        how = "already on this machine"
+        if pulled:
+            how = "pulled " + (
+                "over the host's network"
+                if network_namespace is None
+                else "through a filtered network namespace"
+            )
+        chosen = request.ref.digest or digests[0]
+        return PreparedImage(
+            runtime="podman",
+            reference=reference,
+            digest=chosen,
+            detail=f"runtime podman: image {reference}, {how}, digest {chosen}, {size} bytes",
+        )
 
     def name(self, spec: StageSpec) -> str:
         return f"{PREFIX}{spec.job_id}-{spec.stage}"
@@ -88,6 +143,60 @@ class Podman:
         listed = self._call("ps", "--all", "--quiet", "--filter", f"name={PREFIX}{job_id}-")
         for container in listed.stdout.split():
             self._call("rm", "--force", "--time", "0", container)
+
+    def _pull(
+        self, request: ImageRequest, stopped: Callable[[], bool], namespace: Path | None
+    ) -> None:
+        reference = str(request.ref)
+        argv = [self.podman, *GLOBAL, "pull", "--quiet"]
+        if request.insecure:
+            argv.append("--tls-verify=false")
+        argv.append(reference)
+        if namespace is not None:
+            argv = ["nsenter", f"--net={namespace}", "--", *argv]
+        deadline = time.monotonic() + request.seconds
+        with tempfile.TemporaryFile() as output:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=output,
+                start_new_session=True,  # its helpers die with it
+            )
+            while process.poll() is None:
+                if stopped() or time.monotonic() >= deadline:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                    if stopped():
+                        raise PullStopped(reference)
+                    raise ImageRefused(
+                        f"pulling image {reference} took longer than {request.seconds:.0f} s"
+                    )
+                time.sleep(PULL_POLL_SECONDS)
+            if process.returncode != 0:
+                output.seek(0)
+                said = kept_text(output.read().decode(errors="replace"), 4096).strip()
+                last = said.splitlines()[-1] if said else f"exit {process.returncode}"
+                raise ImageRefused(f"pulling image {reference} failed: {last[:500]}")
+
+    def _inspect(self, request: ImageRequest) -> tuple[list[str], int]:
+        """The image's digests, the registry's first, and its size. A pulled image lists the
+        registry's manifest digest among its RepoDigests; where layers it shares with an image
+        already here made podman store a manifest of its own too, that one is `.Digest`."""
+        reference = str(request.ref)
+        found = self._call(
+            "image", "inspect", "--format", "{{.Digest}} {{.Size}} {{json .RepoDigests}}", reference
+        )
+        try:
+            own, size, listed = found.stdout.strip().split(" ", 2)
+            named = [
+                str(entry).rsplit("@", 1)[1]
+                for entry in json.loads(listed)
+                if str(entry).rsplit("@", 1)[0] == request.ref.name
+            ]
+            return [d for d in named if d != own] + [own], int(size)
+        except (ValueError, IndexError):
+            raise ImageRefused(f"image {reference} cannot be inspected here") from None
 
     def _call(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

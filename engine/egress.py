@@ -116,7 +116,9 @@ class Egress:
                 f"route add default via {base + 1}",
                 namespace=route.name,
             )
-            accepted = [f"ip daddr {{ {', '.join(allowed)} }} accept"] if allowed else []
+            # The namespace has IPv4 only: an IPv6 network it may reach leads nowhere from it.
+            ipv4 = [net for net in allowed if ipaddress.ip_network(net).version == 4]
+            accepted = [f"ip daddr {{ {', '.join(ipv4)} }} accept"] if ipv4 else []
             accepted += [
                 f"ip daddr {resolver} meta l4proto {{ tcp, udp }} th dport 53 accept"
                 for resolver in self.resolvers

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import urllib3
 from common.errors import Unavailable
 from engine.logpipe import kept_text
 from engine.results import remove_tree
-from engine.runner import Ending, Outcome, Stage, StageSpec
+from engine.runner import Ending, ImageRequest, Outcome, PreparedImage, Stage, StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,24 @@ class KubeRunner:
             f"Kubernetes Job {job_name(spec)} in {self._namespace(spec)}, image "
             f"{self._image(spec)}, uid {self.uid}, {network}, read-only root, every "
             f"capability dropped, {spec.limits.cpus} CPU, {spec.limits.memory_bytes} bytes"
+        )
+
+    def prepare_image(self, request: ImageRequest, stopped: Callable[[], bool]) -> PreparedImage:
+        """Nothing to pull here: the node running the algorithm's pod pulls its image."""
+        if request.runtime == "host":
+            return PreparedImage(
+                runtime="host",
+                reference=None,
+                digest=None,
+                detail=f"runtime host (the environment's runtime): image {request.ref} not "
+                f"used, the algorithm runs in the engine's image {self.image}",
+            )
+        return PreparedImage(
+            runtime="kubernetes",
+            reference=str(request.ref),
+            digest=request.ref.digest,
+            detail=f"runtime kubernetes: the node pulls image {request.ref} "
+            f"(imagePullPolicy {request.pull_policy})",
         )
 
     def start(self, spec: StageSpec) -> KubeHandle:
@@ -265,6 +283,12 @@ class KubeRunner:
         metadata: dict[str, Any] = {"name": job_name(spec), "labels": labels}
         if owner:
             metadata["ownerReferences"] = [owner]
+        container: dict[str, Any] = {"name": CONTAINER, "image": self._image(spec)}
+        pod: dict[str, Any] = {}
+        if self._image(spec) != self.image:  # the algorithm's own image
+            container["imagePullPolicy"] = spec.pull_policy
+            if spec.pull_secrets:
+                pod["imagePullSecrets"] = [{"name": name} for name in spec.pull_secrets]
         return {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -298,10 +322,10 @@ class KubeRunner:
                             "runAsGroup": self.uid,
                             "seccompProfile": {"type": "RuntimeDefault"},
                         },
+                        **pod,
                         "containers": [
                             {
-                                "name": CONTAINER,
-                                "image": self._image(spec),
+                                **container,
                                 "command": list(spec.argv),
                                 "workingDir": "/data",
                                 "env": [{"name": k, "value": v} for k, v in spec.env.items()],

@@ -31,12 +31,22 @@ from typing import Any
 
 from common import meta
 from common.jobs import STATUS_TEXTS
-from engine import metrics, receipts
+from engine import images, metrics, receipts
 from engine.config import EngineConfig, Environment
+from engine.images import ImageRefused
 from engine.queue import Claimed, Queue
 from engine.receipts import OperatorKey
 from engine.results import ResultsStore
-from engine.runner import Ending, Limits, Outcome, Runner, Stage, StageSpec
+from engine.runner import (
+    Ending,
+    ImageRequest,
+    Limits,
+    Outcome,
+    PullStopped,
+    Runner,
+    Stage,
+    StageSpec,
+)
 from engine.workflows import WorkflowMirror
 
 log = logging.getLogger(__name__)
@@ -110,6 +120,14 @@ class JobRun:
         self.ctx.runner.make_folder(
             self.data, disk_bytes=self.env.disk_bytes, files=self.env.max_files
         )
+        began = time.monotonic()
+        try:
+            self.prepare_image()
+        except PullStopped:
+            return self.to_publish(Stage.CONFIGURE, "stopped on request while pulling the image")
+        except ImageRefused as exc:
+            self.note(Stage.CONFIGURE, f"the algorithm's image: {exc}")
+            return self.failed(ALGORITHM_FAILED)
         (self.data / "ddos").mkdir()
         self.ctx.runner.provide(self.data / "ddos")  # configure replaces the workflow in it
         stage = self.stage()
@@ -132,7 +150,7 @@ class JobRun:
                 network=_fetches_remotely(stage),
                 allow_networks=self.env.allow_networks,
                 binds=binds,
-                limits=self.stage_limits(),
+                limits=self.stage_limits(spent=time.monotonic() - began),  # the pull's too
             )
         )
         if outcome.ending is Ending.STOPPED:
@@ -148,10 +166,50 @@ class JobRun:
         self.note(Stage.CONFIGURE, f"configure {outcome.describe()}")
         return self.failed(code or DATA_FAILED)
 
+    def prepare_image(self) -> None:
+        """The algorithm's image made ready as the environment says, before configure (its
+        pull counts within stageSeconds); what will run is noted for the algorithm stage and
+        the receipt. ImageRefused says why it will not run."""
+        self.notes.write("image", None)  # what an earlier configure of the job noted
+        container = (self.stage().get("algorithm") or {}).get("container") or {}
+        ref = images.from_container(container)
+        if ref is None:
+            return
+        env, config = self.env, self.ctx.config
+        if not ref.allowed_by(env.allowed_registries):
+            raise ImageRefused(
+                f"image {ref} is from none of the registries this environment allows "
+                f"({', '.join(env.allowed_registries)})"
+            )
+        request = ImageRequest(
+            ref=ref,
+            runtime=env.runtime,
+            pull_policy=env.pull_policy,
+            allowed_registries=env.allowed_registries,
+            allow_networks=env.allow_networks,
+            seconds=min(config.pull_seconds, config.stage_seconds),
+            max_bytes=config.max_image_bytes,
+            insecure=ref.registry in config.insecure_registries,
+        )
+        prepared = self.ctx.runner.prepare_image(request, self.stop_requested.is_set)
+        self.note(Stage.CONFIGURE, prepared.detail)
+        self.notes.write(
+            "image",
+            {
+                "runtime": prepared.runtime,
+                "reference": prepared.reference,
+                "digest": prepared.digest,
+                "detail": prepared.detail,
+            },
+        )
+
     def algorithm(self) -> int:
         if self.stop_requested.is_set():
             return self.to_publish(Stage.ALGORITHM, "stop requested before the algorithm ran")
         self.persist(40)
+        image = self.notes.read("image")
+        if image:  # which runtime runs it, and why
+            self.note(Stage.ALGORITHM, image["detail"])
         outcome = self.wait_stage(self.start_stage(self.algorithm_spec()))
         return self.after_algorithm(outcome)
 
@@ -180,8 +238,7 @@ class JobRun:
     def algorithm_spec(self) -> StageSpec:
         stage = self.stage()
         algorithm = stage.get("algorithm") or {}
-        container = algorithm.get("container") or {}
-        image = f"{container.get('image', '')}:{container.get('tag', 'latest')}"
+        image = self.notes.read("image") or {}
         inputs = [  # an input without id (a plain URL) is in no DID list
             item["id"]
             for item in stage.get("input") or []
@@ -210,7 +267,9 @@ class JobRun:
             env=env,
             network=self.env.network,
             limits=limits,
-            image=image if container.get("image") else None,
+            image=image.get("reference"),
+            pull_policy=self.env.pull_policy,
+            pull_secrets=self.env.image_pull_secrets,
         )
 
     def after_algorithm(self, outcome: Outcome) -> int:
@@ -297,7 +356,8 @@ class JobRun:
                 "image": f"{container.get('image')}:{container.get('tag', 'latest')}"
                 if container.get("image")
                 else None,
-                "imageDigest": None,  # not known until images are pulled by digest
+                "imageDigest": (self.notes.read("image") or {}).get("digest"),
+                "runtime": (self.notes.read("image") or {}).get("runtime"),
                 "entrypoint": _entrypoint(stage),
             },
             "inputs": fetched["inputs"],
@@ -375,9 +435,10 @@ class JobRun:
         first = stages[0]
         return first if isinstance(first, dict) else {}
 
-    def stage_limits(self) -> Limits:
+    def stage_limits(self, *, spent: float = 0.0) -> Limits:
+        """Configure's and publish's limits; `spent`: seconds of stageSeconds used already."""
         return Limits(
-            seconds=self.ctx.config.stage_seconds,
+            seconds=max(1.0, self.ctx.config.stage_seconds - spent),
             memory_bytes=max(STAGE_MEMORY, self.env.ram_bytes),
             disk_bytes=self.env.disk_bytes,
             log_bytes=self.ctx.config.log_bytes,
@@ -402,6 +463,8 @@ class JobRun:
         limits: Limits,
         allow_networks: tuple[str, ...] = (),
         image: str | None = None,
+        pull_policy: str = "IfNotPresent",
+        pull_secrets: tuple[str, ...] = (),
         binds: tuple[tuple[Path, str, bool], ...] = (),
     ) -> StageSpec:
         return StageSpec(
@@ -415,6 +478,8 @@ class JobRun:
             network=network,
             allow_networks=allow_networks,
             image=image,
+            pull_policy=pull_policy,
+            pull_secrets=pull_secrets,
             extra_binds=binds,
             namespace=self.env.namespace,
         )

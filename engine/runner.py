@@ -10,10 +10,12 @@ reads the outcome.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
+
+from engine.images import ImageRef
 
 
 class Stage(enum.StrEnum):
@@ -53,7 +55,9 @@ class StageSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     network: bool = False
     allow_networks: tuple[str, ...] = ()  # private networks it may reach all the same
-    image: str | None = None  # the algorithm's container image, where a runner can use it
+    image: str | None = None  # the algorithm's image reference, prepared by `prepare_image`
+    pull_policy: str = "IfNotPresent"  # where the runner's nodes pull it themselves (a cluster)
+    pull_secrets: tuple[str, ...] = ()
     extra_binds: tuple[tuple[Path, str, bool], ...] = ()  # (host path, path inside, writable)
     namespace: str = ""  # the job's environment, where a cluster runs its stages
 
@@ -86,6 +90,32 @@ class Outcome:
         return f"could not start: {self.detail}"
 
 
+@dataclass(frozen=True)
+class ImageRequest:
+    """The algorithm's image, to be made ready before configure runs."""
+
+    ref: ImageRef
+    runtime: str | None  # the environment's: podman, host, or None (the runner's choice)
+    pull_policy: str
+    allowed_registries: tuple[str, ...]  # the operator's list; empty allows any
+    allow_networks: tuple[str, ...]  # private networks a pull may reach all the same
+    seconds: float  # the pull's deadline, counted from now
+    max_bytes: int
+    insecure: bool  # the operator's registry without TLS (or with a certificate of its own)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    runtime: str  # podman, host or kubernetes
+    reference: str | None  # what the algorithm stage runs; None: the host's interpreters
+    digest: str | None  # the digest that runs, where it is known before it runs
+    detail: str  # one line for the configure log: what was done and why
+
+
+class PullStopped(Exception):
+    """A stop arrived while the image was being pulled."""
+
+
 # What a runner hands back from `start`; only that runner looks inside.
 HandleT = TypeVar("HandleT")
 
@@ -102,6 +132,11 @@ class Runner(Protocol[HandleT]):
 
     def remove_folder(self, folder: Path) -> None:
         """A job's folder gone, whatever its stages left in it."""
+        ...
+
+    def prepare_image(self, request: ImageRequest, stopped: Callable[[], bool]) -> PreparedImage:
+        """The algorithm's image ready to run (pulled, or left to the nodes that pull it),
+        or ImageRefused saying why not; PullStopped when `stopped()` turns true meanwhile."""
         ...
 
     def start(self, spec: StageSpec) -> HandleT: ...

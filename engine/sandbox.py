@@ -27,6 +27,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +35,18 @@ from engine import seccomp
 from engine.cgroups import Cgroups, Group, GroupLimits
 from engine.container import Podman
 from engine.egress import Egress, EgressUnavailable, Route
+from engine.images import ImageRefused
 from engine.logpipe import LogPipe
 from engine.results import remove_tree
-from engine.runner import Ending, Outcome, Stage, StageSpec
+from engine.runner import (
+    Ending,
+    ImageRequest,
+    Outcome,
+    PreparedImage,
+    Stage,
+    StageSpec,
+)
+from engine.stage import Fetcher, Refused
 from engine.volumes import Volumes
 
 NOBODY = 65534
@@ -157,9 +167,7 @@ class SandboxRunner:
             except EgressUnavailable as exc:
                 self.no_egress = str(exc)
         self.podman = Podman.find() if containers else None
-        # Whether a stage runs in its image, decided once per stage (a subprocess of podman's):
-        # `describe` asks first, `start` takes that answer, so the log and the run agree.
-        self._in_image: dict[tuple[str, Stage], bool] = {}
+        self.no_podman = _why_no_podman(containers)
 
     def describe(self, spec: StageSpec) -> str:
         if self._in_container(spec):
@@ -174,14 +182,39 @@ class SandboxRunner:
         network = self._network(spec)
         kind = "bubblewrap" if self.tool == "bwrap" else "unshare"
         line = f"{kind} sandbox, {user}, {network}, read-only system, /data writable, "
-        line += self.bounds()
-        if spec.image:
-            why = "podman does not have it here" if self.podman else "no container runtime here"
-            line += (
-                f"; image {spec.image} not used: {why}, so the host's "
-                f"interpreters run the entrypoint ({self.python} as python)"
+        return line + self.bounds()
+
+    def prepare_image(self, request: ImageRequest, stopped: Callable[[], bool]) -> PreparedImage:
+        runtime = request.runtime or ("podman" if self.podman else "host")
+        if runtime == "host":
+            why = "the environment's runtime" if request.runtime else self.no_podman
+            return PreparedImage(
+                runtime="host",
+                reference=None,
+                digest=None,
+                detail=f"runtime host ({why}): image {request.ref} not used, the host's "
+                f"interpreters run the entrypoint ({self.python} as python)",
             )
-        return line
+        if self.podman is None:
+            raise ImageRefused(f"the environment's runtime is podman, but {self.no_podman}")
+        present = self.podman.has_image(str(request.ref))
+        if present and request.pull_policy != "Always":  # nothing to pull
+            return self.podman.prepare(request, stopped, present=True, network_namespace=None)
+        _check_registry(request)
+        named = request.ref.listed_in(request.allowed_registries)
+        if named or self.egress is None or _reaches_loopback(request.allow_networks):
+            # The host's network: a registry the operator named, or networks only it reaches.
+            return self.podman.prepare(request, stopped, present=present, network_namespace=None)
+        try:
+            route = self.egress.open(request.allow_networks)
+        except EgressUnavailable as exc:
+            raise ImageRefused(f"no filtered network to pull it through: {exc}") from None
+        try:
+            return self.podman.prepare(
+                request, stopped, present=present, network_namespace=route.namespace
+            )
+        finally:
+            self.egress.close(route)
 
     def _network(self, spec: StageSpec) -> str:
         if not spec.network:
@@ -246,7 +279,7 @@ class SandboxRunner:
         try:
             if spec.network and self.egress is not None and not _allows_loopback(spec):
                 handle.route = self.egress.open(spec.allow_networks)
-            if self._in_container(spec, last=True):
+            if self._in_container(spec):
                 assert self.podman is not None
                 namespace = handle.route.namespace if handle.route else None
                 argv = self.podman.run_argv(spec, network_namespace=namespace)
@@ -405,16 +438,10 @@ class SandboxRunner:
         if self.podman is not None:
             self.podman.remove_job(job_id)
 
-    def _in_container(self, spec: StageSpec, *, last: bool = False) -> bool:
-        key = (spec.job_id, spec.stage)
-        if key not in self._in_image:
-            self._in_image[key] = bool(
-                spec.stage is Stage.ALGORITHM
-                and spec.image
-                and self.podman is not None
-                and self.podman.has_image(spec.image)
-            )
-        return self._in_image.pop(key) if last else self._in_image[key]
+    def _in_container(self, spec: StageSpec) -> bool:
+        """Whether the stage runs in a container: the algorithm, once its image was prepared
+        (`spec.image` is what `prepare_image` made ready)."""
+        return spec.stage is Stage.ALGORITHM and spec.image is not None and self.podman is not None
 
     def _kill(self, handle: SandboxHandle, ending: Ending, detail: str = "") -> Outcome:
         if handle.container is not None and self.podman is not None:
@@ -468,13 +495,41 @@ class SandboxRunner:
         handle.fds.clear()
 
 
+def _why_no_podman(containers: bool) -> str:
+    if not containers:
+        return "this engine runs no containers"
+    if shutil.which("podman") is None:
+        return "podman is not installed here"
+    if os.geteuid() != 0:
+        return "the engine does not run as root, so podman cannot run its containers"
+    return "podman is usable"
+
+
+def _check_registry(request: ImageRequest) -> None:
+    """A registry the operator did not name is held to the fetches' address policy: no pull
+    from this host or a private network unless the environment's allowNetworks lists it."""
+    if request.ref.listed_in(request.allowed_registries):
+        return
+    fetcher = Fetcher(roots=[], allowed=list(request.allow_networks), seconds=1, min_rate=1)
+    try:
+        fetcher.checked_address(request.ref.host, request.ref.port)
+    except Refused as exc:
+        raise ImageRefused(f"registry {request.ref.registry}: {exc}") from None
+    except OSError:
+        pass  # a name that does not resolve here: the pull says so
+
+
 def _allows_loopback(spec: StageSpec) -> bool:
     """Whether the stage may reach this host's loopback, which only the host's network
     namespace can: an operator's explicit choice (allowNetworks), for inputs served here."""
+    return _reaches_loopback(spec.allow_networks)
+
+
+def _reaches_loopback(allow_networks: tuple[str, ...]) -> bool:
     loopback = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     return any(
         ipaddress.ip_network(net).overlaps(host)
-        for net in spec.allow_networks
+        for net in allow_networks
         for host in loopback
         if ipaddress.ip_network(net).version == host.version
     )

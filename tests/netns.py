@@ -34,13 +34,11 @@ class Host:
 
 
 @contextmanager
-def serving_host(name: str, prefix: str, files: dict[str, bytes]) -> Iterator[Host]:
-    """A host at <prefix>.10 serving `files`, this machine at <prefix>.1 on its link."""
+def standin_host(name: str, prefix: str) -> Iterator[Host]:
+    """A host at <prefix>.10 (network namespace `name`), this machine at <prefix>.1 on its
+    link; what it serves is the caller's (`ip netns exec <name> ...`)."""
     host = Host(address=f"{prefix}.10", gateway=f"{prefix}.1")
     _cleanup(name)
-    folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-    for file_name, body in files.items():
-        (folder / file_name).write_bytes(body)
     commands = [
         ["ip", "netns", "add", name],
         ["ip", "link", "add", f"{name}-h", "type", "veth", "peer", "name", "eth0", "netns", name],
@@ -51,22 +49,45 @@ def serving_host(name: str, prefix: str, files: dict[str, bytes]) -> Iterator[Ho
         ["ip", "-n", name, "link", "set", "lo", "up"],
         ["ip", "-n", name, "route", "add", "default", "via", host.gateway],
     ]
-    server = None
     try:
         for command in commands:
             subprocess.run(command, check=True, capture_output=True)
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", name, sys.executable, "-c", SERVER, host.address, str(folder)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_serving(name, host)
         yield host
     finally:
-        if server is not None:
-            server.kill()
-            server.wait()
         _cleanup(name)
+
+
+@contextmanager
+def serving_host(name: str, prefix: str, files: dict[str, bytes]) -> Iterator[Host]:
+    """A stand-in host at <prefix>.10 serving `files` over HTTP."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    for file_name, body in files.items():
+        (folder / file_name).write_bytes(body)
+    server = None
+    try:
+        with standin_host(name, prefix) as host:
+            server = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    name,
+                    sys.executable,
+                    "-c",
+                    SERVER,
+                    host.address,
+                    str(folder),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                _wait_serving(name, host)
+                yield host
+            finally:
+                server.kill()
+                server.wait()
+    finally:
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()

@@ -140,7 +140,7 @@ def test_a_job_runs_to_70_as_kubernetes_jobs_and_leaves_none(
     configure = log_of(row, "configrationLog")
     assert "configure starts: Kubernetes Job" in configure
     algorithm = log_of(row, "algorithmLog")
-    assert "image harness/exit:0" in algorithm and "exited with code 0" in algorithm
+    assert "image docker.io/harness/exit:0" in algorithm and "exited with code 0" in algorithm
     wait_for(lambda: not jobs_of(workloads, job_id), what="the finished job's Jobs to go")
     status = workflow_of(workloads, job_id)["status"]
     assert status == {"status": 70, "statusText": "Job finished", "stopreq": 0}

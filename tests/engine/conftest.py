@@ -86,8 +86,11 @@ def engine_yaml(
 ) -> dict[str, Any]:
     # The tests' stand-in storage serves on loopback, as on-premises data serves on an internal
     # network: allowed here, as an operator would allow it; the SSRF tests take it away.
+    # Algorithms run with the host's interpreters unless a test asks for their image (the
+    # container tests): no registry serves python:3.11 here.
     env = {
         "id": ENVIRONMENT,
+        "runtime": "host",
         "maxJobs": 2,
         "ramGB": 1,
         "diskGB": 0.25,

@@ -1,72 +1,47 @@
-"""The algorithm in its own image through podman (runc), when podman has the image here.
+"""The algorithm in its own image through podman (runc), an image podman has here.
 
-The image is made by the test: a root file system of one static busybox, `podman import`ed
-(no registry is reachable). Everything else is real: podman, runc, the container's limits."""
+The image is made by the test (tests/images.py): a root file system of one static busybox,
+`podman import`ed. Everything else is real: podman, runc, the container's limits. Pulling from a
+registry is tests/engine/test_images.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
+import functools
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from common.db import Database
-from engine.container import GLOBAL, PREFIX
+from engine.container import PREFIX
 from engine.engine import Engine
-from engine.results import remove_tree
 from tests import storage
 from tests.engine.conftest import (
     algorithm_stage,
     start_job,
 )
 from tests.engine.test_stops_and_timeouts import stop_job
+from tests.images import import_busybox, podman, require_podman
 from tests.jobrows import job_row, log_of, wait_finished, wait_for
 from tests.netns import serving_host
 
 IMAGE = "localhost/operator-test-busybox"
 TAG = "1"
-APPLETS = (
-    *("sh", "echo", "cat", "ls", "sleep", "id", "readlink", "touch", "wget", "dd", "head"),
-    *("unshare", "nc", "printf"),
-)
-
-
-def podman(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["podman", *GLOBAL, *args], capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
-    missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
-    busybox = Path("/bin/busybox")
-    if missing or not busybox.exists() or os.geteuid() != 0:
-        why = f"podman tests need root, podman, runc and busybox-static (missing: {missing})"
-        if os.environ.get("REQUIRE_SANDBOX_TIER") == "1":
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
-    root = Path(tempfile.mkdtemp(prefix="busybox-root-"))
-    try:
-        (root / "bin").mkdir()
-        shutil.copy(busybox, root / "bin" / "busybox")
-        for applet in APPLETS:
-            (root / "bin" / applet).symlink_to("busybox")
-        tarball = root.parent / f"{root.name}.tar"
-        subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
-        made = podman("import", str(tarball), f"{IMAGE}:{TAG}")
-        assert made.returncode == 0, made.stderr
-        tarball.unlink()
-    finally:
-        remove_tree(root)
+    require_podman()
+    import_busybox(f"{IMAGE}:{TAG}")
     yield f"{IMAGE}:{TAG}"
     podman("rmi", "--force", f"{IMAGE}:{TAG}")
+
+
+@pytest.fixture
+def run_engine(run_engine: Callable[..., Engine]) -> Callable[..., Engine]:
+    """These tests' environment runs algorithms in their images, with podman."""
+    return functools.partial(run_engine, runtime="podman")
 
 
 def container_stage(entrypoint: str, image: str = IMAGE) -> dict[str, Any]:
@@ -161,15 +136,16 @@ def test_a_container_left_by_a_dead_engine_is_removed_by_the_takeover(
     assert containers_of(job_id) == []
 
 
-def test_an_image_podman_does_not_have_runs_in_the_sandbox_and_the_log_says_so(
+def test_an_environment_of_runtime_host_runs_the_entrypoint_on_the_host_and_says_so(
     image: str, start: FlaskClient, db: Database, run_engine: Callable[..., Engine]
 ) -> None:
-    run_engine()
-    job_id = start_job(start, container_stage("echo ran", image="localhost/not-here"))
+    run_engine(runtime="host")
+    job_id = start_job(start, container_stage("echo ran; cat /etc/os-release"))
     row = wait_finished(db, job_id)
     text = log_of(row, "algorithmLog")
-    assert "image localhost/not-here:1 not used: podman does not have it here" in text
-    assert "ran" in text and job_row(db, job_id)["status"] == 70
+    assert f"runtime host (the environment's runtime): image {image} not used" in text
+    assert "ran" in text and "ID=operator-test" not in text
+    assert job_row(db, job_id)["status"] == 70
 
 
 def test_the_container_has_the_sandboxes_seccomp_refusals(

@@ -66,7 +66,10 @@ def test_a_job_runs_through_every_stage_and_its_output_is_served(
     algorithm_log = log_of(row, "algorithmLog")
     assert 'dids ["did:op:in0"] algo did:op:algo' in algorithm_log
     assert "exited with code 0" in algorithm_log
-    assert "image python:3.11 not used" in algorithm_log
+    assert (
+        "runtime host (the environment's runtime): image docker.io/library/python:3.11 not used"
+        in algorithm_log
+    )
 
 
 def test_a_failing_algorithm_ends_the_job_with_its_exit_code_in_the_log(
