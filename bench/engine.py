@@ -111,7 +111,10 @@ class Bench:
         config.write_text(
             yaml.safe_dump(
                 {
-                    "environments": [{"id": NAMESPACE, "maxJobs": max_jobs, "diskGB": 0.1}],
+                    # runtime host: the engine's own cost, not a registry's (no pulls here).
+                    "environments": [
+                        {"id": NAMESPACE, "maxJobs": max_jobs, "diskGB": 0.1, "runtime": "host"}
+                    ],
                     "engine": {"resultsRoot": str(self.base / "results")},
                 }
             )

@@ -94,12 +94,9 @@ def run_engine(
         engine_db.close()
 
 
-def start_job(as_function: AsFunction, image: str, tag: str) -> str:
-    algorithm = {
-        "id": "did:op:algo",
-        "rawcode": "print(1)",
-        "container": {"image": image, "tag": tag, "entrypoint": "python $ALGO"},
-    }
+def start_job(as_function: AsFunction, image: str, tag: str, checksum: str = "") -> str:
+    container = {"image": image, "tag": tag, "entrypoint": "python $ALGO", "checksum": checksum}
+    algorithm = {"id": "did:op:algo", "rawcode": "print(1)", "container": container}
     body = start_body(os.urandom(8).hex(), workflow={"stages": [stage(algorithm=algorithm)]})
     response = as_function("start").post(COMPUTE, json=body)
     assert response.status_code == 200, response.json
@@ -202,6 +199,43 @@ def test_a_stop_ends_the_running_algorithm(
     assert (row["status"], row["stopreq"]) == (70, 1)
     assert "stopped on request" in log_of(row, "algorithmLog")
     wait_for(lambda: not jobs_of(workloads, job_id), what="its Jobs to go")
+
+
+def test_the_algorithms_pod_runs_its_image_by_digest_as_the_environment_says(
+    as_function: AsFunction,
+    db: Database,
+    workloads: ControlPlane,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine(pullPolicy="Always", imagePullSecrets=["registry-login"])
+    digest = "sha256:" + "ab" * 32
+    job_id = start_job(as_function, "harness/sleep", "1", checksum=digest)
+    wait_for(lambda: jobs_of(workloads, job_id, "algorithm"), what="its Job")
+    pod = jobs_of(workloads, job_id, "algorithm")[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == f"docker.io/harness/sleep@{digest}"
+    assert container["imagePullPolicy"] == "Always"
+    assert pod["imagePullSecrets"] == [{"name": "registry-login"}]
+    stopped = as_function("stop").put(COMPUTE, query_string=PROVIDER.signed(job_id=job_id))
+    assert stopped.status_code == 200, stopped.json
+    configured = log_of(wait_finished(db, job_id, timeout=60), "configrationLog")
+    assert f"runtime kubernetes: the node pulls image docker.io/harness/sleep@{digest}" in (
+        configured
+    )
+
+
+def test_an_image_from_a_registry_not_allowed_is_refused_before_any_job_is_made(
+    as_function: AsFunction,
+    db: Database,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine(allowedRegistries=["ghcr.io/oceanprotocol"])
+    job_id = start_job(as_function, "harness/exit", "0")
+    row = wait_finished(db, job_id, timeout=60)
+    configured = log_of(row, "configrationLog")
+    assert "from none of the registries this environment allows" in configured
+    assert "Kubernetes Job" not in configured  # configure's Job was never made
+    assert "algorithmLog" not in [entry["type"] for entry in row["outputs"]]
 
 
 def test_a_pod_that_cannot_be_scheduled_ends_the_job_with_the_reason(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.results import remove_tree
+from local.compute import write_default_config
 from local.run import provider_address
 from tests import storage
 from tests.local.test_opctl import opctl, opctl_json
@@ -45,7 +46,15 @@ def engine_run() -> Iterator[LocalRun]:
     base.chmod(0o711)
     try:
         env = {"ALGO_POD_TIMEOUT": str(ALGO_POD_TIMEOUT)}
-        with launch(base / ".data", control_plane="off", engine="on", env=env) as run:
+        data = base / ".data"
+        # make run's environment, as on a machine without podman: no registry serves the
+        # walk-through's python:3.11 here (pulls are tests/engine/test_images.py).
+        data.mkdir()
+        config = write_default_config(data)
+        config.write_text(
+            config.read_text().replace("    network:", "    runtime: host\n    network:")
+        )
+        with launch(data, control_plane="off", engine="on", env=env) as run:
             yield run
     finally:
         remove_tree(base)
