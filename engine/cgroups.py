@@ -8,6 +8,10 @@ cpu, cpuacct, freezer: killed frozen, so no process forks while the others die).
 beneath the engine's own, so an operator's limit on the engine bounds its jobs too.
 `Cgroups.find()` is None where neither can be written (not root, or no such controllers): the
 engine says so at start, and each process then has only its rlimits.
+
+A podman container's group is made by podman beneath a parent the engine names
+(`--cgroup-parent`): one path from every hierarchy's root. Where the engine's own groups differ
+between v1 hierarchies, such parents are made from the roots instead (`create(uniform=True)`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ class Usage:
 
     cpu_seconds: float
     peak_memory_bytes: int
-    oom_killed: bool
+    oom_killed: bool  # the kernel killed one of its processes for memory, as it counts it here
+    # It reached its memory limit (v1: its peak is the limit). With a container, whose OOM kill v1
+    # counts in podman's group beneath and gone by the end, a SIGKILL after it says the same.
+    limit_reached: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,10 @@ class GroupLimits:
 class Group:
     """One sandbox's group: in each hierarchy (v1) or one folder (v2)."""
 
-    def __init__(self, folders: dict[str, Path], v2: bool) -> None:
+    def __init__(self, folders: dict[str, Path], v2: bool, relative: str | None = None) -> None:
         self.folders = folders  # controller (or "" for v2) -> folder
         self.v2 = v2
+        self.relative = relative  # its path from every hierarchy's root, where it is one
 
     @property
     def procs_files(self) -> list[Path]:
@@ -56,10 +64,12 @@ class Group:
         return [folder / "cgroup.procs" for folder in dict.fromkeys(self.folders.values())]
 
     def pids(self) -> list[int]:
-        folder = self._folder("pids")
-        with contextlib.suppress(OSError):
-            return [int(pid) for pid in (folder / "cgroup.procs").read_text().split()]
-        return []
+        """Its processes, those of the groups beneath it included (a container's)."""
+        found = []
+        for inner, _, _ in os.walk(self._folder("pids")):
+            with contextlib.suppress(OSError):
+                found += [int(pid) for pid in (Path(inner) / "cgroup.procs").read_text().split()]
+        return found
 
     def kill(self) -> None:
         """Every process of the group, at once; returns once none is left (or after
@@ -83,19 +93,25 @@ class Group:
             stat = _keyed(folder / "cpu.stat")
             events = _keyed(folder / "memory.events")
             peak = _number(folder / "memory.peak")
-            return Usage(stat.get("usage_usec", 0) / 1e6, peak, events.get("oom_kill", 0) > 0)
+            # memory.events counts the whole subtree's: a container's groups beneath included.
+            oom = events.get("oom_kill", 0) > 0
+            return Usage(stat.get("usage_usec", 0) / 1e6, peak, oom, events.get("max", 0) > 0)
         memory = self._folder("memory")
+        peak = _number(memory / "memory.max_usage_in_bytes")
         return Usage(
             cpu_seconds=_number(self._folder("cpuacct") / "cpuacct.usage") / 1e9,
-            peak_memory_bytes=_number(memory / "memory.max_usage_in_bytes"),
+            peak_memory_bytes=peak,
             oom_killed=_keyed(memory / "memory.oom_control").get("oom_kill", 0) > 0,
+            limit_reached=peak >= _number(memory / "memory.limit_in_bytes"),
         )
 
     def remove(self) -> None:
         self.kill()
         for folder in dict.fromkeys(self.folders.values()):
-            with contextlib.suppress(FileNotFoundError):
-                folder.rmdir()
+            # Deepest first: the groups a container runtime made beneath it (all empty now).
+            for inner, _, _ in sorted(os.walk(folder), key=lambda w: -len(Path(w[0]).parts)):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(inner).rmdir()
 
     @contextlib.contextmanager
     def _frozen(self) -> Iterator[None]:
@@ -116,9 +132,12 @@ class Group:
 class Cgroups:
     """Where the engine makes its sandboxes' groups."""
 
-    def __init__(self, bases: dict[str, Path], v2: bool) -> None:
+    def __init__(
+        self, bases: dict[str, Path], v2: bool, roots: dict[str, Path] | None = None
+    ) -> None:
         self.bases = bases
         self.v2 = v2
+        self.roots = roots or {}  # each hierarchy's mount point
 
     @classmethod
     def find(cls) -> Cgroups | None:
@@ -131,24 +150,31 @@ class Cgroups:
             base = unified / mine[""].lstrip("/")
             offered = _read(base / "cgroup.controllers").split()
             if {"memory", "pids"} <= set(offered):
-                found = cls({"": base / FAMILY}, v2=True)
+                found = cls({"": base / FAMILY}, v2=True, roots={"": unified})
                 return found if found._prepare(offered) else None
         bases = {}
         for controller in V1_CONTROLLERS:
             if controller not in mounts or controller not in mine:
                 return None
             bases[controller] = mounts[controller] / mine[controller].lstrip("/") / FAMILY
-        found = cls(bases, v2=False)
+        found = cls(bases, v2=False, roots={c: mounts[c] for c in V1_CONTROLLERS})
         return found if found._prepare([]) else None
 
     def describe(self) -> str:
         return "cgroup v2" if self.v2 else "cgroup v1"
 
-    def create(self, name: str, limits: GroupLimits) -> Group:
-        folders = {controller: base / name for controller, base in self.bases.items()}
+    def create(self, name: str, limits: GroupLimits, *, uniform: bool = False) -> Group:
+        """A group beneath the engine's; `uniform`: at one path from every hierarchy's root,
+        as a container runtime's parent group must be (`Group.relative`)."""
+        bases = self._uniform_bases() if uniform else self.bases
+        folders = {controller: base / name for controller, base in bases.items()}
         for folder in dict.fromkeys(folders.values()):
-            folder.mkdir(exist_ok=True)
-        group = Group(folders, self.v2)
+            folder.mkdir(parents=True, exist_ok=True)
+        relatives = {
+            "/" + str(folder.relative_to(self.roots[controller]))
+            for controller, folder in folders.items()
+        }
+        group = Group(folders, self.v2, relatives.pop() if len(relatives) == 1 else None)
         try:
             self._limit(group, limits)
         except OSError:
@@ -173,6 +199,27 @@ class Cgroups:
         cpu = group.folders["cpu"]
         _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         _write(cpu / "cpu.cfs_quota_us", str(limits.cpus * CPU_PERIOD_US))
+
+    def remove_job(self, job_id: str) -> None:
+        """Every group of the job's sandboxes (named `<jobId>-…`), its processes killed."""
+        for bases in (self.bases, self._uniform_bases()):
+            names = {
+                folder.name
+                for base in bases.values()
+                for folder in (base.iterdir() if base.is_dir() else [])
+                if folder.name.startswith(f"{job_id}-") and folder.is_dir()
+            }
+            for name in names:
+                with contextlib.suppress(OSError):
+                    Group({c: base / name for c, base in bases.items()}, self.v2).remove()
+
+    def _uniform_bases(self) -> dict[str, Path]:
+        """The family's folders where they share one path from the roots; else the family
+        beneath each root (outside the engine's own groups, which differ)."""
+        relatives = {str(base.relative_to(self.roots[c])) for c, base in self.bases.items()}
+        if len(relatives) == 1:
+            return self.bases
+        return {controller: root / FAMILY for controller, root in self.roots.items()}
 
     def _prepare(self, offered: list[str]) -> bool:
         """Make the family's folders; on v2 hand it the controllers its groups need."""

@@ -107,8 +107,16 @@ class Podman:
     def name(self, spec: StageSpec) -> str:
         return f"{PREFIX}{spec.job_id}-{spec.stage}"
 
-    def run_argv(self, spec: StageSpec, *, network_namespace: Path | None = None) -> list[str]:
-        """`network_namespace`: the filtered one the engine made for it (engine/egress.py)."""
+    def run_argv(
+        self,
+        spec: StageSpec,
+        *,
+        network_namespace: Path | None = None,
+        cgroup_parent: str | None = None,
+    ) -> list[str]:
+        """`network_namespace`: the filtered one the engine made for it (engine/egress.py);
+        `cgroup_parent`: the engine's group for it, which bounds its memory, processes and CPU
+        as a whole (podman's monitor included) and counts what it used, for the receipt."""
         limits = spec.limits
         cpu_seconds = math.ceil(limits.seconds * limits.cpus) + 1
         argv = [self.podman, *GLOBAL, "run", "--rm", "--name", self.name(spec)]
@@ -123,7 +131,10 @@ class Podman:
         argv += ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
         argv += ["--user", f"{NOBODY}:{NOBODY}", "--pull", "never", "--log-driver", "none"]
         argv += ["--timeout", str(math.ceil(limits.seconds))]
-        argv += ["--memory", str(limits.memory_bytes), "--pids-limit", str(limits.processes)]
+        if cgroup_parent is None:
+            argv += ["--memory", str(limits.memory_bytes), "--pids-limit", str(limits.processes)]
+        else:
+            argv += ["--cgroup-parent", cgroup_parent]
         argv += ["--ulimit", f"nofile={limits.open_files}:{limits.open_files}"]
         argv += ["--ulimit", f"nproc={limits.processes}:{limits.processes}"]
         argv += ["--ulimit", f"fsize={limits.disk_bytes}:{limits.disk_bytes}"]

@@ -207,9 +207,6 @@ class JobRun:
         if self.stop_requested.is_set():
             return self.to_publish(Stage.ALGORITHM, "stop requested before the algorithm ran")
         self.persist(40)
-        image = self.notes.read("image")
-        if image:  # which runtime runs it, and why
-            self.note(Stage.ALGORITHM, image["detail"])
         outcome = self.wait_stage(self.start_stage(self.algorithm_spec()))
         return self.after_algorithm(outcome)
 
@@ -485,7 +482,11 @@ class JobRun:
         )
 
     def start_stage(self, spec: StageSpec) -> tuple[Stage, Any]:
-        self.note(spec.stage, f"{spec.stage} starts: {self.ctx.runner.describe(spec)}")
+        line = f"{spec.stage} starts: {self.ctx.runner.describe(spec)}"
+        image = self.notes.read("image") if spec.stage is Stage.ALGORITHM else None
+        if image:  # which runtime runs it, and why
+            line += f"; {image['detail']}"
+        self.note(spec.stage, line)
         return spec.stage, self.ctx.runner.start(spec)
 
     def wait_stage(self, started: tuple[Stage, Any]) -> Outcome:

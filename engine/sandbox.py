@@ -282,7 +282,13 @@ class SandboxRunner:
             if self._in_container(spec):
                 assert self.podman is not None
                 namespace = handle.route.namespace if handle.route else None
-                argv = self.podman.run_argv(spec, network_namespace=namespace)
+                parent = None
+                if self.cgroups is not None:  # the container's group made beneath one of ours
+                    handle.group = self.cgroups.create(
+                        _group_name(spec), _group_limits(spec), uniform=True
+                    )
+                    parent = handle.group.relative
+                argv = self.podman.run_argv(spec, network_namespace=namespace, cgroup_parent=parent)
                 handle.container = self.podman.name(spec)
             else:
                 argv = self._argv(spec, handle.fds)
@@ -314,9 +320,13 @@ class SandboxRunner:
             return handle.outcome
         assert handle.process is not None
         code = handle.process.poll()
+        now = time.time()
+        if code is not None and handle.container is not None and now >= handle.deadline:
+            # Its own supervisor's `--timeout`, which starts after our deadline's clock, killed
+            # it between two polls.
+            return self._ended(handle, Ending.TIMEOUT, code)
         if code is not None:
             return self._ended(handle, Ending.EXITED, code)
-        now = time.time()
         if now >= handle.deadline:
             return self._kill(handle, Ending.TIMEOUT)
         if self.volumes is None and now >= handle.next_quota_check:
@@ -437,6 +447,8 @@ class SandboxRunner:
     def cleanup(self, job_id: str) -> None:
         if self.podman is not None:
             self.podman.remove_job(job_id)
+        if self.cgroups is not None:  # the groups of an engine that died running it
+            self.cgroups.remove_job(job_id)
 
     def _in_container(self, spec: StageSpec) -> bool:
         """Whether the stage runs in a container: the algorithm, once its image was prepared
@@ -464,7 +476,8 @@ class SandboxRunner:
             # Nothing of the sandbox may outlive it: publish and cleanup touch its folder next.
             handle.group.kill()
             usage = handle.group.usage()
-            if usage.oom_killed and ending is Ending.EXITED:
+            killed_at_limit = handle.container is not None and code == 137 and usage.limit_reached
+            if (usage.oom_killed or killed_at_limit) and ending is Ending.EXITED:
                 limit = handle.spec.limits.memory_bytes
                 ending, detail = Ending.MEMORY, f"out of memory: its limit is {limit} bytes"
         if handle.pipe is not None:

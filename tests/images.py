@@ -26,7 +26,7 @@ from engine.results import remove_tree
 
 APPLETS = (
     *("sh", "echo", "cat", "ls", "sleep", "id", "readlink", "touch", "wget", "dd", "head"),
-    *("unshare", "nc", "printf"),
+    *("unshare", "nc", "printf", "date", "tr"),
 )
 OS_RELEASE = 'ID=operator-test\nPRETTY_NAME="the operator tests\' busybox image"\n'
 REGISTRY_CONFIG = """version: 0.1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +70,8 @@ def test_an_engine_killed_mid_algorithm_is_replaced_and_the_job_ends_without_a_s
         "publishLog",
         "receipt",
     ]
+    # The control group the dead engine made for the algorithm went with the takeover.
+    assert list(Path("/sys/fs/cgroup").glob(f"**/operator-engine/{job_id}-*")) == []
 
 
 def start_job_when_announced(

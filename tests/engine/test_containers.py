@@ -21,6 +21,7 @@ from tests.engine.conftest import (
     algorithm_stage,
     start_job,
 )
+from tests.engine.test_receipts import receipt_of
 from tests.engine.test_stops_and_timeouts import stop_job
 from tests.images import import_busybox, podman, require_podman
 from tests.jobrows import job_row, log_of, wait_finished, wait_for
@@ -177,3 +178,24 @@ def test_a_container_with_network_gets_the_filtered_way_out(
     text = log_of(row, "algorithmLog")
     assert "reached the internet" in text
     assert "private unreachable" in text and "reached a private host" not in text
+
+
+def test_the_containers_usage_is_counted_by_the_engines_group_and_its_memory_bounded(
+    image: str,
+    start: FlaskClient,
+    result: FlaskClient,
+    db: Database,
+    run_engine: Callable[..., Engine],
+) -> None:
+    run_engine(ramGB=0.25)
+    busy = 'end=$(($(date +%s) + 2)); while [ "$(date +%s)" -lt "$end" ]; do :; done'
+    job_id = start_job(start, container_stage(busy))
+    row = wait_finished(db, job_id)
+    algorithm = receipt_of(result, row, job_id)["stages"]["algorithm"]
+    assert 700 <= algorithm["cpuMs"] <= 4000, algorithm  # one to two busy seconds
+    assert algorithm["peakMemoryBytes"] > 100 * 1024, algorithm
+
+    hog = "x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo kept ${#x}"
+    row = wait_finished(db, start_job(start, container_stage(hog)))
+    text = log_of(row, "algorithmLog")
+    assert "out of memory: its limit is 268435456 bytes" in text and "kept" not in text
