@@ -506,7 +506,23 @@ class KubeRunner:
     def _end(
         self, handle: KubeHandle, ending: Ending, *, code: int | None = None, detail: str = ""
     ) -> Outcome:
-        return Outcome(ending, code, handle.started, time.time(), detail)
+        """What the kubelet measured is not the engine's to read: the pod's requests (equal to
+        its limits) times its wall time stand for its usage, and the receipt says so."""
+        finished = time.time()
+        limits = handle.spec.limits
+        return Outcome(
+            ending,
+            code,
+            handle.started,
+            finished,
+            detail,
+            cpu_seconds=limits.cpus * max(0.0, finished - handle.started),
+            peak_memory_bytes=limits.memory_bytes,
+            usage_basis=USAGE_BASIS,
+        )
+
+
+USAGE_BASIS = "requests x wall time"
 
 
 def job_name(spec: StageSpec) -> str:

@@ -329,7 +329,7 @@ class JobRun:
     def receipt(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         """What the job's receipt says (engine/receipts.py), from what the engine saw."""
         stage = self.stage()
-        container = (stage.get("algorithm") or {}).get("container") or {}
+        container = _container(stage)
         fetched = self.notes.read("fetched") or {"algorithm": {}, "inputs": []}
         outputs = [e for e in entries if e["type"] == "output"]
         env = self.env
@@ -380,9 +380,16 @@ class JobRun:
         and end the job at 70, best effort (a takeover still follows if even this fails)."""
         try:
             self.note(Stage.PUBLISH, "the engine failed on this job (its log has the details)")
-            self.ctx.queue.finish(
-                self.job_id, self.ctx.results.entries(self.job_id, with_outputs=False)
-            )
+            self.outcome = "engine_error"
+            entries = self.ctx.results.entries(self.job_id, with_outputs=False)
+            try:  # the receipt too, saying so, unless what failed is what makes it
+                receipt = self.ctx.results.receipt(
+                    self.job_id, self.receipt(entries), self.ctx.operator
+                )
+                entries.append(receipt)
+            except Exception:
+                log.exception("job %s: no receipt", self.job_id)
+            self.ctx.queue.finish(self.job_id, entries)
             self.mirror(70)
             metrics.finished(self.env.namespace, "engine_error")
             self.ctx.runner.remove_folder(self.data)
@@ -578,9 +585,15 @@ def _fetches_remotely(stage: dict[str, Any]) -> bool:
     return any(not (isinstance(url, str) and url.startswith("file:")) for url in urls if url)
 
 
+def _container(stage: dict[str, Any]) -> dict[str, Any]:
+    """The algorithm's container, or {} where a careless writer stored something else."""
+    algorithm = stage.get("algorithm")
+    container = algorithm.get("container") if isinstance(algorithm, dict) else None
+    return container if isinstance(container, dict) else {}
+
+
 def _entrypoint(stage: dict[str, Any]) -> str:
-    container = (stage.get("algorithm") or {}).get("container") or {}
-    entrypoint = container.get("entrypoint")
+    entrypoint = _container(stage).get("entrypoint")
     return entrypoint if isinstance(entrypoint, str) else ""
 
 

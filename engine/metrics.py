@@ -85,6 +85,8 @@ def stage_ended(stage: Stage, outcome: Outcome) -> None:
     STAGE_SECONDS.labels(str(stage), ending(outcome)).observe(
         max(0.0, outcome.finished - outcome.started)
     )
+    if outcome.usage_basis != "control group":
+        return  # only what the kernel counted: a pod's requests are not its usage
     if outcome.cpu_seconds is not None:
         STAGE_CPU_SECONDS.labels(str(stage)).inc(outcome.cpu_seconds)
     if outcome.peak_memory_bytes is not None:

@@ -71,9 +71,11 @@ def ms(seconds: float) -> int:
 
 
 def stage_record(outcome: Outcome) -> dict[str, Any]:
-    """What a stage's receipt says of it: engine-observed times, how it ended, and what the
-    kernel counted (null where the runner cannot ask: a sandbox without a control group, a
-    Kubernetes pod, whose requests the environment gives)."""
+    """What a stage's receipt says of it: engine-observed times, how it ended, and what it
+    used, with how that was found (`usageBasis`): "control group" where the kernel counted it
+    (a sandbox's, a podman container's), "requests x wall time" for a Kubernetes pod (the
+    kubelet's figures are not the engine's to read), null where nothing could be (a sandbox
+    without a control group)."""
     return {
         "startedMs": ms(outcome.started),
         "finishedMs": ms(outcome.finished),
@@ -82,6 +84,7 @@ def stage_record(outcome: Outcome) -> dict[str, Any]:
         "exitCode": outcome.exit_code,
         "cpuMs": None if outcome.cpu_seconds is None else ms(outcome.cpu_seconds),
         "peakMemoryBytes": outcome.peak_memory_bytes,
+        "usageBasis": outcome.usage_basis,
     }
 
 

@@ -72,6 +72,7 @@ class Outcome:
     # What the stage used as the kernel counted it, where the runner can ask (its cgroup).
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
+    usage_basis: str | None = None  # how they were found: "control group", or an estimate
 
     @property
     def succeeded(self) -> bool:

@@ -490,6 +490,7 @@ class SandboxRunner:
             detail=detail,
             cpu_seconds=usage.cpu_seconds if usage else None,
             peak_memory_bytes=usage.peak_memory_bytes if usage else None,
+            usage_basis="control group" if usage else None,
         )
         self._close(handle)
         return handle.outcome

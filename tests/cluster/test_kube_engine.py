@@ -25,7 +25,7 @@ from engine.engine import Engine
 from engine.workflows import WorkflowMirror
 from local.controlplane import JOBS_NAMESPACE, ControlPlane
 from tests.conftest import ADMIN_SECRET, ENVIRONMENT
-from tests.jobrows import job_row, log_of, wait_finished, wait_for
+from tests.jobrows import job_row, log_of, published_path, wait_finished, wait_for
 from tests.provider import PROVIDER, stage, start_body
 
 COMPUTE = "/api/v1/operator/compute"
@@ -138,6 +138,13 @@ def test_a_job_runs_to_70_as_kubernetes_jobs_and_leaves_none(
     assert "configure starts: Kubernetes Job" in configure
     algorithm = log_of(row, "algorithmLog")
     assert "image docker.io/harness/exit:0" in algorithm and "exited with code 0" in algorithm
+    # Its receipt: the pods' usage is their requests times their wall time, and says so.
+    [receipt] = [entry for entry in row["outputs"] if entry["type"] == "receipt"]
+    stages = json.loads(published_path(receipt).read_text())["receipt"]["stages"]
+    for used in stages.values():
+        assert used["usageBasis"] == "requests x wall time", used
+        assert abs(used["cpuMs"] - used["wallMs"]) <= 1, used  # one CPU requested
+    assert stages["algorithm"]["peakMemoryBytes"] == 1024**3  # ramGB 1
     wait_for(lambda: not jobs_of(workloads, job_id), what="the finished job's Jobs to go")
     status = workflow_of(workloads, job_id)["status"]
     assert status == {"status": 70, "statusText": "Job finished", "stopreq": 0}

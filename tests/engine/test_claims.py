@@ -3,6 +3,7 @@ is finished by another (or the same one restarted)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from tests.engine.conftest import (
     start_job,
 )
 from tests.engine.test_stops_and_timeouts import WRITE_THEN_SLEEP, processes_with
-from tests.jobrows import job_row, log_of, wait_finished, wait_for
+from tests.jobrows import job_row, log_of, published_path, wait_finished, wait_for
 
 
 def test_two_engines_run_fifty_jobs_each_exactly_once(
@@ -70,6 +71,9 @@ def test_an_engine_killed_mid_algorithm_is_replaced_and_the_job_ends_without_a_s
         "publishLog",
         "receipt",
     ]
+    # Its receipt says it was taken over, and how the algorithm ended: with its engine.
+    receipt = json.loads(published_path(row["outputs"][-1]).read_text())["receipt"]
+    assert (receipt["takenOver"], receipt["outcome"]) == (True, "engine_lost")
     # The control group the dead engine made for the algorithm went with the takeover.
     assert list(Path("/sys/fs/cgroup").glob(f"**/operator-engine/{job_id}-*")) == []
 

@@ -21,6 +21,7 @@ from tests.engine.conftest import (
     signed_status,
     start_job,
 )
+from tests.engine.test_receipts import receipt_of
 from tests.jobrows import log_of, published_path, wait_finished, wait_for
 
 SUM_COLUMN = """
@@ -180,6 +181,7 @@ def job_expired(db: Database, job_id: str) -> bool:
 
 def test_a_job_the_engine_fails_on_ends_instead_of_looping(
     start: FlaskClient,
+    result: FlaskClient,
     db: Database,
     run_engine: Callable[..., Engine],
     env_announced: dict[str, Any],
@@ -197,6 +199,8 @@ def test_a_job_the_engine_fails_on_ends_instead_of_looping(
     row = wait_finished(db, job_id)
     assert row["status"] == 70
     assert "the engine failed on this job" in log_of(row, "publishLog")
+    receipt = receipt_of(result, row, job_id)  # its receipt says so, signed all the same
+    assert receipt["outcome"] == "engine_error" and receipt["outputs"] == []
 
 
 def test_the_engine_holds_no_connection_per_job_it_ran(
