@@ -22,6 +22,9 @@ BEGIN
     IF to_regclass('jobs') IS NOT NULL THEN
         LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE;
     END IF;
+    IF to_regclass('queue_owners') IS NOT NULL THEN  -- after jobs, as its trigger takes it
+        LOCK TABLE queue_owners IN ACCESS EXCLUSIVE MODE;
+    END IF;
 END
 $$;
 
@@ -240,10 +243,199 @@ $function$;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS dids jsonb;
 UPDATE jobs SET dids = job_dids(workflow) WHERE dids IS NULL AND dateFinished IS NULL;
 
-CREATE OR REPLACE FUNCTION job_status(j jobs) RETURNS json
+-- Fair queues (docs/queues.md). Our engine claims a waiting job for the owner with the fewest
+-- running jobs, then the least recent usage, then the oldest waiting job; a job that has waited
+-- past the starvation bound goes first whatever its owner. `queue_owners` keeps, per
+-- environment and owner, what that order needs, so a claim costs a few index probes however
+-- long the queue: the trigger below counts waiting and running jobs (whichever engine moves
+-- them), and our engine's finish adds the job's seconds to `usage`. `usage` is log2 of the
+-- decayed job seconds referred to the epoch (log2(seconds) + t / half-life): the decay is the
+-- same for every owner, so this key orders owners at any time without being rewritten.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS claimedat timestamp without time zone;
+CREATE INDEX IF NOT EXISTS jobs_waiting_by_owner ON jobs (namespace, owner, dateCreated)
+    WHERE status = 1;
+CREATE TABLE IF NOT EXISTS queue_owners (
+    namespace varchar(255) NOT NULL,
+    owner varchar(255) NOT NULL,
+    waiting int NOT NULL DEFAULT 0,
+    running int NOT NULL DEFAULT 0,
+    head timestamp without time zone,  -- when its oldest waiting job was created
+    usage double precision,  -- NULL: none yet
+    PRIMARY KEY (namespace, owner)
+);
+CREATE INDEX IF NOT EXISTS queue_owners_next
+    ON queue_owners (namespace, running, usage NULLS FIRST, head) WHERE waiting > 0;
+
+CREATE OR REPLACE FUNCTION queue_state(status int, finished timestamp) RETURNS smallint
+  LANGUAGE sql IMMUTABLE
+AS $function$
+    SELECT CASE WHEN finished IS NOT NULL THEN 0 WHEN status = 1 THEN 1
+                WHEN status > 1 THEN 2 ELSE 0 END::smallint;  -- 1 waiting, 2 running
+$function$;
+
+CREATE OR REPLACE FUNCTION track_queue_owners() RETURNS trigger
+  LANGUAGE plpgsql
+AS $function$
+DECLARE
+    was smallint := 0;
+    now_in smallint := queue_state(NEW.status, NEW.datefinished);
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        was := queue_state(OLD.status, OLD.datefinished);
+    END IF;
+    IF was = now_in OR NEW.namespace IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO queue_owners AS q (namespace, owner, waiting, running, head)
+    VALUES (NEW.namespace, coalesce(NEW.owner, ''), greatest(0, (now_in = 1)::int),
+            greatest(0, (now_in = 2)::int), CASE WHEN now_in = 1 THEN NEW.datecreated END)
+    ON CONFLICT (namespace, owner) DO UPDATE SET
+        waiting = greatest(0, q.waiting + (now_in = 1)::int - (was = 1)::int),
+        running = greatest(0, q.running + (now_in = 2)::int - (was = 2)::int),
+        head = CASE
+            WHEN now_in = 1 THEN least(q.head, NEW.datecreated)
+            WHEN was = 1 AND q.head >= OLD.datecreated THEN (
+                SELECT min(j.datecreated) FROM jobs j
+                WHERE j.namespace = NEW.namespace AND j.owner = NEW.owner AND j.status = 1
+                    AND j.datefinished IS NULL)
+            ELSE q.head END;
+    RETURN NULL;
+END
+$function$;
+DROP TRIGGER IF EXISTS jobs_queue_owners ON jobs;
+CREATE TRIGGER jobs_queue_owners AFTER INSERT OR UPDATE OF status, datefinished ON jobs
+    FOR EACH ROW EXECUTE FUNCTION track_queue_owners();
+-- Counted afresh at every initialisation (the tables are locked): a database upgraded from
+-- the original, or one whose counts a bug skewed, starts right. Usage is kept.
+UPDATE queue_owners SET waiting = 0, running = 0, head = NULL;
+INSERT INTO queue_owners AS q (namespace, owner, waiting, running, head)
+    SELECT namespace, coalesce(owner, ''),
+           count(*) FILTER (WHERE queue_state(status, datefinished) = 1),
+           count(*) FILTER (WHERE queue_state(status, datefinished) = 2),
+           min(datecreated) FILTER (WHERE queue_state(status, datefinished) = 1)
+    FROM jobs WHERE datefinished IS NULL AND namespace IS NOT NULL
+    GROUP BY namespace, coalesce(owner, '')
+    ON CONFLICT (namespace, owner) DO UPDATE SET
+        waiting = EXCLUDED.waiting, running = EXCLUDED.running, head = EXCLUDED.head;
+DELETE FROM queue_owners WHERE waiting = 0 AND running = 0 AND usage IS NULL;
+
+-- Our engine's claim: up to `lmt` waiting jobs of `ns`, moved to 20 under `me`'s lease, in the
+-- fair order. Claims of one environment take turns (an advisory lock), so two engines see each
+-- other's claims and `per_owner` (maxJobsPerOwner; NULL: none) holds between them.
+CREATE OR REPLACE FUNCTION claim_fairly(
+    ns varchar, me varchar, lease double precision, text varchar, lmt int, per_owner int,
+    starve double precision)
+  RETURNS SETOF jobs
+  LANGUAGE plpgsql
+AS $function$
+DECLARE
+    chosen varchar;
+    taken int := 0;
+    candidate record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('operator-claim:' || ns));
+    WHILE taken < lmt LOOP
+        chosen := NULL;
+        -- A job that has waited past the bound goes first, whatever its owner's usage.
+        SELECT j.workflowid INTO chosen FROM jobs j
+            LEFT JOIN queue_owners q ON q.namespace = ns AND q.owner = coalesce(j.owner, '')
+            WHERE j.namespace = ns AND j.status = 1 AND j.datefinished IS NULL
+                AND j.datecreated < NOW() - make_interval(secs => starve)
+                AND (per_owner IS NULL OR coalesce(q.running, 0) < per_owner)
+            ORDER BY j.datecreated LIMIT 1 FOR UPDATE OF j SKIP LOCKED;
+        IF chosen IS NULL THEN
+            FOR candidate IN
+                SELECT q.owner FROM queue_owners q
+                WHERE q.namespace = ns AND q.waiting > 0
+                    AND (per_owner IS NULL OR q.running < per_owner)
+                ORDER BY q.running, q.usage NULLS FIRST, q.head LIMIT 8
+            LOOP
+                SELECT j.workflowid INTO chosen FROM jobs j
+                    WHERE j.namespace = ns AND j.owner = candidate.owner AND j.status = 1
+                        AND j.datefinished IS NULL
+                    ORDER BY j.datecreated LIMIT 1 FOR UPDATE SKIP LOCKED;
+                EXIT WHEN chosen IS NOT NULL;
+            END LOOP;
+        END IF;
+        EXIT WHEN chosen IS NULL;
+        RETURN QUERY
+            UPDATE jobs SET status = 20, statustext = text, laststatusupdate = NOW(),
+                engine = me, leaseuntil = NOW() + make_interval(secs => lease),
+                claimedat = NOW()
+            WHERE workflowid = chosen RETURNING jobs.*;
+        taken := taken + 1;
+    END LOOP;
+END
+$function$;
+
+-- Where each waiting job of `ns` stands in the fair order, and when it is likely to start:
+-- every job ahead takes the next free slot for the expected duration (the environment's
+-- maxJobDuration, or the median of its last 50 jobs when smaller), slots freeing as the running
+-- jobs reach that duration. The starvation bound comes from the engine's announcement.
+CREATE OR REPLACE FUNCTION queue_places(ns varchar)
+  RETURNS TABLE (workflowid varchar, place bigint, estimated double precision)
   LANGUAGE sql STABLE
 AS $function$
-    SELECT json_build_object(
+    WITH announced AS (
+        SELECT json_or_null(status) AS env FROM envs WHERE namespace = ns
+    ), settings AS (
+        SELECT coalesce((SELECT (env -> 'fairQueue' ->> 'starvationSeconds')::float8
+                         FROM announced), 21600) AS starve,
+               greatest(1, coalesce((SELECT (env ->> 'maxJobs')::int FROM announced), 1)) AS slots,
+               coalesce((SELECT (env ->> 'maxJobDuration')::float8 FROM announced), 3600)
+                   AS longest
+    ), recent AS (
+        SELECT percentile_cont(0.5) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM r.datefinished - r.claimedat)) AS median
+        FROM (SELECT j.datefinished, j.claimedat FROM jobs j
+              WHERE j.namespace = ns AND j.claimedat IS NOT NULL AND j.datefinished IS NOT NULL
+              ORDER BY j.datefinished DESC LIMIT 50) AS r
+    ), expected AS (
+        SELECT least(s.longest, coalesce(r.median, s.longest)) AS seconds, s.slots, s.starve
+        FROM settings s, recent r
+    ), remaining AS (
+        SELECT coalesce(array_agg(left_s ORDER BY left_s), '{}') AS ends FROM (
+            SELECT greatest(0, e.seconds - extract(epoch FROM NOW()::timestamp
+                                                   - coalesce(j.claimedat, j.laststatusupdate)))
+                   AS left_s
+            FROM jobs j, expected e
+            WHERE j.namespace = ns AND j.status > 1 AND j.datefinished IS NULL) AS running
+    ), offsets AS (
+        SELECT (array_fill(0::float8, ARRAY[greatest(0, e.slots - cardinality(r.ends))])
+                || r.ends)[1:e.slots] AS free_in, e.seconds, e.slots
+        FROM expected e, remaining r
+    ), waiting AS (
+        SELECT j.workflowid, j.datecreated, coalesce(j.owner, '') AS owner,
+               j.datecreated < NOW() - make_interval(secs => e.starve) AS starved
+        FROM jobs j, expected e
+        WHERE j.namespace = ns AND j.status = 1 AND j.datefinished IS NULL
+    ), ranked AS (
+        SELECT w.workflowid, w.datecreated, w.starved, q.usage,
+               coalesce(q.running, 0) - 1
+                   + row_number() OVER (PARTITION BY w.owner, w.starved ORDER BY w.datecreated)
+                   AS level
+        FROM waiting w LEFT JOIN queue_owners q ON q.namespace = ns AND q.owner = w.owner
+    ), placed AS (
+        SELECT r.workflowid, row_number() OVER (
+                   ORDER BY r.starved DESC, CASE WHEN r.starved THEN r.datecreated END,
+                            r.level, r.usage NULLS FIRST, r.datecreated) AS place
+        FROM ranked r
+    )
+    SELECT p.workflowid, p.place,
+           extract(epoch FROM NOW()) + o.free_in[((p.place - 1) % o.slots) + 1]
+               + ((p.place - 1) / o.slots) * o.seconds
+    FROM placed p, offsets o;
+$function$;
+
+-- A waiting job's object ends with its place in the fair queue and its likely start (Unix
+-- time, as text like dateCreated): keys the original has not, after every key it has.
+CREATE OR REPLACE FUNCTION job_status_placed(j jobs, place bigint, estimated float8) RETURNS json
+  LANGUAGE sql STABLE
+AS $function$
+    SELECT CASE WHEN place IS NULL THEN o ELSE (
+        left(o::text, -1) || ', "queuePosition" : ' || place
+        || ', "estimatedStart" : "' || round(estimated::numeric, 3) || '"}')::json END
+    FROM (SELECT json_build_object(
         'agreementId', j.agreementid,
         'jobId', j.workflowid,
         'owner', j.owner,
@@ -255,5 +447,16 @@ AS $function$
         'stopreq', j.stopreq,
         'removed', j.removed,
         'algoDID', coalesce(j.dids, job_dids(j.workflow)) -> 'algoDID',
-        'inputDID', coalesce(j.dids, job_dids(j.workflow)) -> 'inputDID')
+        'inputDID', coalesce(j.dids, job_dids(j.workflow)) -> 'inputDID') AS o) AS built
+$function$;
+
+CREATE OR REPLACE FUNCTION job_status(j jobs) RETURNS json
+  LANGUAGE sql STABLE
+AS $function$
+    SELECT job_status_placed(j, q.place, q.estimated)
+    FROM (SELECT NULL) AS one
+    LEFT JOIN LATERAL (
+        SELECT p.place, p.estimated FROM queue_places(j.namespace) AS p
+        WHERE j.status = 1 AND j.datefinished IS NULL AND p.workflowid = j.workflowid
+    ) AS q ON true
 $function$;

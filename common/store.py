@@ -226,11 +226,16 @@ def running_statuses(db: Database) -> str:
     rows = db.query(
         # job_status's object with the namespace as its last key: json_build_object's text
         # always ends with its closing brace, and a jsonb merge would reorder every key.
+        # Each environment's queue is placed once, not once per waiting job.
         """SELECT '[' || coalesce(string_agg(
-                   left(job_status(jobs)::text, -1) || ', "namespace" : '
-                   || coalesce(to_json(namespace)::text, 'null') || '}', ', '
-                   ORDER BY datecreated), '') || ']'
-           FROM jobs WHERE datefinished IS NULL"""
+                   left(job_status_placed(jobs, q.place, q.estimated)::text, -1)
+                   || ', "namespace" : '
+                   || coalesce(to_json(jobs.namespace)::text, 'null') || '}', ', '
+                   ORDER BY jobs.datecreated), '') || ']'
+           FROM jobs LEFT JOIN (
+               SELECT p.* FROM envs, LATERAL queue_places(envs.namespace) AS p
+           ) AS q ON q.workflowid = jobs.workflowid AND jobs.status = 1
+           WHERE jobs.datefinished IS NULL"""
     )
     return str(rows[0][0])
 

@@ -50,9 +50,13 @@ class Environment:
     pull_policy: str = "IfNotPresent"
     allowed_registries: tuple[str, ...] = ()  # registries (and paths) images may come from
     image_pull_secrets: tuple[str, ...] = ()  # a cluster's Secrets for private registries
+    max_jobs_per_owner: int | None = None  # running jobs one owner may have; None: no limit
 
-    def announcement(self, running: int) -> dict[str, Any]:
-        """The status JSON announce() stores, with exactly the keys of the original engine."""
+    def announcement(
+        self, running: int, *, queued: int = 0, starvation_seconds: float = 0.0
+    ) -> dict[str, Any]:
+        """The status JSON announce() stores: the original engine's keys, then the queue's
+        (`queuedJobs` as Ocean Node announces it, and what places a waiting job)."""
         status: dict[str, Any] = {
             "id": self.namespace,
             "cpuNumber": self.cpu_number,
@@ -71,6 +75,11 @@ class Environment:
         }
         if self.allowed_chain_ids:
             status["allowedChainId"] = list(self.allowed_chain_ids)
+        status["queuedJobs"] = queued
+        status["fairQueue"] = {
+            "maxJobsPerOwner": self.max_jobs_per_owner,
+            "starvationSeconds": starvation_seconds,
+        }
         return status
 
     @property
@@ -113,6 +122,10 @@ class EngineConfig:
     pull_seconds: float = 600.0  # the limit of one image pull, within configure's stageSeconds
     max_image_bytes: int = 10 * GIB  # an image larger than this is removed and refused
     insecure_registries: tuple[str, ...] = ()  # pulled over plain HTTP or unverified TLS
+    # The fair queue (docs/queues.md): how fast an owner's past job seconds stop counting, and
+    # how long a job waits at most before it goes first, whatever its owner's usage.
+    half_life_seconds: float = 3600.0
+    starvation_seconds: float = 6 * 3600.0
     sandbox: str | None = None  # "bwrap" or "unshare"; None: bubblewrap when installed
     kubernetes: KubernetesRunner | None = None  # run stages as Jobs instead of sandboxes
 
@@ -179,6 +192,8 @@ class EngineConfig:
             max_outputs=int(reader.number(engine, "maxOutputs", 1000, "engine")),
             pull_seconds=reader.number(engine, "pullSeconds", 600.0, "engine"),
             max_image_bytes=int(reader.number(engine, "maxImageGB", 10.0, "engine") * GIB),
+            half_life_seconds=reader.number(engine, "halfLifeSeconds", 3600.0, "engine"),
+            starvation_seconds=reader.number(engine, "starvationSeconds", 21600.0, "engine"),
             insecure_registries=_texts(
                 engine.get("insecureRegistries"), "engine.insecureRegistries", problems
             ),
@@ -287,6 +302,11 @@ def _environment(
         pull_policy=pull_policy,
         allowed_registries=_texts(
             raw.get("allowedRegistries"), f"{where}.allowedRegistries", reader.problems
+        ),
+        max_jobs_per_owner=(
+            int(reader.number(raw, "maxJobsPerOwner", 1, where))
+            if raw.get("maxJobsPerOwner") is not None
+            else None
         ),
         image_pull_secrets=_texts(
             raw.get("imagePullSecrets"), f"{where}.imagePullSecrets", reader.problems

@@ -49,7 +49,13 @@ class Engine:
         self.config = config
         self.db = db
         self.id = engine_id or f"engine-{uuid.uuid4().hex[:12]}"
-        self.queue = Queue(db, self.id, config.lease_seconds)
+        self.queue = Queue(
+            db,
+            self.id,
+            config.lease_seconds,
+            half_life_seconds=config.half_life_seconds,
+            starvation_seconds=config.starvation_seconds,
+        )
         self.context = Context(
             config=config,
             queue=self.queue,
@@ -125,9 +131,13 @@ class Engine:
         claimable = 0
         for env in self.config.environments:
             running = self._running(env)
-            backlog = self.queue.heartbeat(
-                env.namespace, env.announcement(running), max(0, env.max_jobs - running)
+            last = self.backlogs.get(env.namespace)  # the queue as the last heartbeat found it
+            status = env.announcement(
+                running,
+                queued=last.length if last else 0,
+                starvation_seconds=self.config.starvation_seconds,
             )
+            backlog = self.queue.heartbeat(env.namespace, status, max(0, env.max_jobs - running))
             self.backlogs[env.namespace] = backlog
             claimable += backlog.claimable
         self.announced = True
@@ -140,7 +150,7 @@ class Engine:
             for job in self.queue.take_over(env.namespace, free):
                 self._start(job, env, takeover=True)
             free = env.max_jobs - self._running(env)
-            for job in self.queue.claim(env.namespace, free):
+            for job in self.queue.claim(env, free):
                 self._start(job, env, takeover=False)
 
     def renew(self) -> None:

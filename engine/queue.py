@@ -14,6 +14,7 @@ from typing import Any
 
 from common.db import Database
 from common.jobs import STATUS_TEXTS
+from engine.config import Environment
 
 CLAIMED_COLUMNS = (
     "workflowid, namespace, status, stopreq, workflow, owner, agreementid, provider, chainid, "
@@ -71,10 +72,20 @@ class Backlog:
 
 
 class Queue:
-    def __init__(self, db: Database, engine_id: str, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        engine_id: str,
+        lease_seconds: float,
+        *,
+        half_life_seconds: float = 3600.0,
+        starvation_seconds: float = 21600.0,
+    ) -> None:
         self.db = db
         self.me = engine_id
         self.lease = lease_seconds
+        self.half_life = half_life_seconds
+        self.starvation_seconds = starvation_seconds
 
     def heartbeat(self, namespace: str, status: dict[str, Any], free: int) -> Backlog:
         """Announce the environment as the original engine does, and measure its queue: how
@@ -91,25 +102,21 @@ class Queue:
         claimable, length, oldest = rows[0]
         return Backlog(int(claimable), int(length), None if oldest is None else float(oldest))
 
-    def claim(self, namespace: str, limit: int) -> list[Claimed]:
-        """Take up to `limit` waiting jobs, oldest first, and move them to 20."""
+    def claim(self, env: Environment, limit: int) -> list[Claimed]:
+        """Take up to `limit` waiting jobs in the fair order (claim_fairly in schema.sql) and
+        move them to 20."""
         if limit <= 0:
             return []
         rows = self.db.execute(
-            f"""WITH next AS (
-                    SELECT ctid FROM jobs
-                    WHERE namespace = :ns AND status = 1 AND datefinished IS NULL
-                    ORDER BY datecreated LIMIT :limit
-                    FOR UPDATE SKIP LOCKED)
-                UPDATE jobs SET status = 20, statustext = :text, laststatusupdate = NOW(),
-                    engine = :me, leaseuntil = NOW() + make_interval(secs => :lease)
-                FROM next WHERE jobs.ctid = next.ctid
-                RETURNING {CLAIMED_COLUMNS}""",
-            ns=namespace,
-            limit=limit,
-            text=STATUS_TEXTS[20],
+            f"""SELECT {CLAIMED_COLUMNS}
+                FROM claim_fairly(:ns, :me, :lease, :text, :limit, :per_owner, :starve)""",
+            ns=env.namespace,
             me=self.me,
             lease=self.lease,
+            text=STATUS_TEXTS[20],
+            limit=limit,
+            per_owner=env.max_jobs_per_owner,
+            starve=self.starvation_seconds,
         )
         return [Claimed.from_row(row) for row in rows]
 
@@ -176,15 +183,31 @@ class Queue:
         )
 
     def finish(self, job_id: str, outputs: list[dict[str, Any]]) -> None:
-        """The last step of every job: 70, dateFinished, what was published, the lease let go."""
+        """The last step of every job: 70, dateFinished, what was published, the lease let go;
+        and the job's seconds since its claim added to its owner's usage (queue_owners)."""
         self._write(
-            """UPDATE jobs SET status = 70, statustext = :text, laststatusupdate = NOW(),
-                   datefinished = NOW(), outputsurl = :outputs, leaseuntil = NULL
-               WHERE workflowid = :job AND engine = :me AND datefinished IS NULL
-               RETURNING 1""",
+            """WITH done AS (
+                   UPDATE jobs SET status = 70, statustext = :text, laststatusupdate = NOW(),
+                       datefinished = NOW(), outputsurl = :outputs, leaseuntil = NULL
+                   WHERE workflowid = :job AND engine = :me AND datefinished IS NULL
+                   RETURNING namespace, coalesce(owner, '') AS owner, greatest(0.001,
+                       extract(epoch FROM NOW()::timestamp - coalesce(claimedat, datecreated)))
+                       AS seconds, extract(epoch FROM NOW()) / :half AS at),
+               used AS (
+                   INSERT INTO queue_owners AS q (namespace, owner, usage)
+                   SELECT namespace, owner, ln(seconds) / ln(2) + at FROM done
+                   WHERE namespace IS NOT NULL
+                   -- log2(the old usage decayed to now + this job's seconds), referred back
+                   ON CONFLICT (namespace, owner) DO UPDATE SET usage = ln(
+                       coalesce(power(2::float8, least(1000, greatest(-1000,
+                           q.usage - (SELECT at FROM done)))), 0)
+                       + power(2::float8, EXCLUDED.usage - (SELECT at FROM done))
+                   ) / ln(2) + (SELECT at FROM done))
+               SELECT 1 FROM done""",
             job=job_id,
             text=STATUS_TEXTS[70],
             outputs=json.dumps(outputs),
+            half=self.half_life,
         )
 
     def expired(self, namespace: str, expiry_seconds: int, limit: int = 100) -> list[str]:

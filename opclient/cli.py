@@ -36,7 +36,10 @@ WAIT_POLL_SECONDS = 0.25
 CONTROLS = {
     code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160)) if code not in (9, 10)
 }
-STATUS_COLUMNS = ("jobId", "status", "statusText", "agreementId", "owner", "dateCreated", "results")
+STATUS_COLUMNS = (
+    *("jobId", "status", "statusText", "agreementId", "owner", "dateCreated", "results"),
+    *("queuePosition", "estimatedStart"),  # a waiting job's, under our engine's fair queue
+)
 
 
 class UsageError(Exception):
@@ -195,10 +198,13 @@ def wait(client: Client, job: dict[str, Any], *, owner: str | None, as_json: boo
     status object, or JobFailed when it ended stopped, timed out or without any output."""
     seen = None
     while True:
-        if job["status"] != seen:
-            seen = job["status"]
+        if (job["status"], job.get("queuePosition")) != seen:
+            seen = (job["status"], job.get("queuePosition"))
             moment = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
-            line = f"{moment}  {job['jobId']}  {seen:>2}  {job['statusText'].strip()}"
+            line = f"{moment}  {job['jobId']}  {job['status']:>2}  {job['statusText'].strip()}"
+            if job.get("queuePosition"):
+                likely = _cell("estimatedStart", job.get("estimatedStart"))
+                line += f", place {job['queuePosition']} in the queue, likely start {likely}"
             print(line, file=sys.stderr if as_json else sys.stdout, flush=True)
         if job["status"] == 70:
             break
@@ -347,7 +353,8 @@ def save(download: Download, target: Path, digest: hashlib._Hash) -> int:
 def table(shown: Any) -> str:
     """Status objects as rows; other lists one item a line; objects as key: value."""
     if isinstance(shown, list) and shown and all(isinstance(row, dict) for row in shown):
-        columns = [c for c in STATUS_COLUMNS if c in shown[0]] or list(shown[0])
+        columns = [c for c in STATUS_COLUMNS if any(c in row for row in shown)]
+        columns = columns or list(shown[0])
         rows = [[_cell(column, row.get(column)) for column in columns] for row in shown]
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
@@ -363,7 +370,7 @@ def table(shown: Any) -> str:
 
 
 def _cell(column: str, value: Any) -> str:
-    if column in ("dateCreated", "lastSeen") and value:
+    if column in ("dateCreated", "lastSeen", "estimatedStart") and value:
         moment = datetime.datetime.fromtimestamp(float(value), datetime.UTC)
         return moment.strftime("%Y-%m-%d %H:%M:%S")
     if column == "results":

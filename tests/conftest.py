@@ -61,7 +61,7 @@ def schema_db(base_settings: Settings) -> Iterator[Database]:
 @pytest.fixture
 def db(schema_db: Database) -> Database:
     """The schema'd database, emptied before each test."""
-    schema_db.execute("TRUNCATE jobs, envs, provider_nonces")
+    schema_db.execute("TRUNCATE jobs, envs, provider_nonces, queue_owners")
     return schema_db
 
 

@@ -58,3 +58,16 @@ def log_of(row: dict[str, Any], kind: str) -> str:
         if entry["type"] == kind:
             return published_path(entry).read_text()
     raise AssertionError(f"no {kind} published")
+
+
+def unplaced(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Status objects without a waiting job's place and likely start (the fair queue's keys,
+    which the original lacks and which move with time), each checked for its type first."""
+    for shown in objects:
+        if shown.get("status") == 1 and "queuePosition" in shown:
+            assert isinstance(shown["queuePosition"], int) and shown["queuePosition"] >= 1
+            assert float(shown["estimatedStart"]) > 0
+    return [
+        {k: v for k, v in shown.items() if k not in ("queuePosition", "estimatedStart")}
+        for shown in objects
+    ]

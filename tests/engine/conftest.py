@@ -215,8 +215,9 @@ def start_job(start: FlaskClient, workflow_stage: dict[str, Any], agreement: str
     return job_id
 
 
-def signed_status(status: FlaskClient, job_id: str) -> dict[str, Any]:
-    answer = status.get("/api/v1/operator/compute", query_string=PROVIDER.signed(job_id=job_id))
+def signed_status(status: FlaskClient, job_id: str, owner: str = OWNER) -> dict[str, Any]:
+    signed = PROVIDER.signed(owner=owner, job_id=job_id)
+    answer = status.get("/api/v1/operator/compute", query_string=signed)
     assert answer.status_code == 200, answer.json
     found: dict[str, Any] = answer.json[0]
     return found

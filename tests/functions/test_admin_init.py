@@ -98,7 +98,7 @@ def test_creates_the_schema_on_an_empty_database(
         {"status": "database schema is up to date"},
     )
     db = Database(settings)
-    assert tables(db) == {"jobs", "envs", "provider_nonces"}
+    assert tables(db) == {"jobs", "envs", "provider_nonces", "queue_owners"}
     db.close()
 
 

@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from common.db import Database
 from tests.conftest import ADMIN_SECRET
+from tests.jobrows import unplaced
 from tests.provider import OWNER, PROVIDER, STRANGER, start_body
 
 URL = "/api/v1/operator/compute"
@@ -29,14 +30,15 @@ def test_status_by_job_id_as_the_provider_sends_it(
 ) -> None:
     response = status.get(URL, query_string=PROVIDER.signed(job_id=job["jobId"]))
     assert response.status_code == 200
-    assert response.json == [job]
+    assert unplaced(response.json) == [job]
+    assert response.json[0]["queuePosition"] == 1  # waiting, first in its queue
 
 
 def test_status_by_agreement_and_owner_from_a_json_body(
     status: FlaskClient, job: dict[str, Any]
 ) -> None:
     response = status.get(URL, json={**PROVIDER.signed(), "agreementId": "agreement-1"})
-    assert response.json == [job]
+    assert unplaced(response.json) == [job]
 
 
 def test_status_shows_results_without_their_urls(
@@ -181,7 +183,8 @@ def test_running_jobs_lists_unfinished_jobs_for_admins(
 ) -> None:
     response = status.get("/api/v1/operator/runningjobs", headers={"Admin": ADMIN_SECRET})
     assert response.status_code == 200
-    assert response.json == [{**job, "namespace": "ocean-compute"}]
+    assert unplaced(response.json) == [{**job, "namespace": "ocean-compute"}]
+    assert list(response.json[0])[-3:] == ["queuePosition", "estimatedStart", "namespace"]
 
 
 @pytest.mark.parametrize(

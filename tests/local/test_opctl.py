@@ -61,6 +61,9 @@ def test_start_from_flags_and_status_as_a_table(local_run: LocalRun, job_id: str
     header, row = done.stdout.splitlines()
     assert header.split()[:3] == ["jobId", "status", "statusText"]
     assert row.split()[:4] == [job_id, "1", "Warming", "up"]
+    # Waiting (this run has no engine): its place in the queue and its likely start, as dates.
+    assert header.split()[-2:] == ["queuePosition", "estimatedStart"]
+    assert row.split()[-3].isdigit() and row.split()[-2].count("-") == 2
 
 
 def test_start_from_a_workflow_file(local_run: LocalRun, tmp_path: Path) -> None:
