@@ -1,5 +1,6 @@
 """The sections of bench/RESULTS.md that a benchmark of its own writes (`bench.engine`,
-`bench.profile`) between two markers, and that every other writer of the file keeps."""
+`bench.profile`, `bench.claims`) between two markers, and that every other writer of the file
+keeps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 PROFILE = "profile"  # bench.profile's
 ENGINE = "engine benchmark"  # bench.engine's
-KEPT = (PROFILE, ENGINE)  # in this order, after what bench.run writes
+CLAIMS = "claim cost"  # bench.claims'
+KEPT = (PROFILE, ENGINE, CLAIMS)  # in this order, after what bench.run writes
 
 
 def _marks(name: str) -> tuple[str, str]:
