@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test testbin deploy manifests sandbox bump
+.PHONY: run check test testbin deploy manifests sandbox bump
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,7 +41,8 @@ deploy:
 		-f deploy/knative/config.yaml -f deploy/knative/services.yaml -f deploy/knative/routing.yaml \
 		-f deploy/knative/engine.yaml
 
-test: $(STAMP) sandbox
+# The fast loop: format, lint, types, import layers and the generated files' drift, no tests.
+check: $(STAMP)
 	$(VENV)/bin/hadolint Containerfile
 	$(PY) deploy/knative/generate.py --check
 	$(PY) deploy/grafana/generate.py --check
@@ -49,5 +50,7 @@ test: $(STAMP) sandbox
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+test: check sandbox
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(PATH="$(CURDIR)/$(VENV)/bin:$$PATH" tools/k8s-testbin/build.sh)}" \
 		$(PY) -m pytest
