@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run check test testbin deploy manifests sandbox bump
+.PHONY: run check test test-fast testbin deploy manifests sandbox bump
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -51,6 +51,12 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+ASSETS = KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(PATH="$(CURDIR)/$(VENV)/bin:$$PATH" tools/k8s-testbin/build.sh)}"
+
+# Every tier; `make test ARGS="-k images"` passes ARGS to pytest.
 test: check sandbox
-	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(PATH="$(CURDIR)/$(VENV)/bin:$$PATH" tools/k8s-testbin/build.sh)}" \
-		$(PY) -m pytest
+	$(ASSETS) $(PY) -m pytest $(ARGS)
+
+# The fast loop (docs/testing.md): every tier but the tests marked slow.
+test-fast: check sandbox
+	$(ASSETS) $(PY) -m pytest -m "not slow" $(ARGS)

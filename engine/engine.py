@@ -79,6 +79,11 @@ class Engine:
         # A finished job or close() wakes the loop through this pipe, without the database.
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
+        # Held while writing to the pipe and while closing it: once closed, its numbers may
+        # belong to another file, and a late wake (close() after the loop ended, a job thread
+        # that outlived it) must write nowhere.
+        self._pipe_lock = threading.Lock()
+        self._pipe_open = True
 
     def run(self) -> None:
         """Serve until `close()`; a database outage pauses the engine, never ends it."""
@@ -227,10 +232,15 @@ class Engine:
             self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_write, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is awake already
+        with self._pipe_lock:
+            if not self._pipe_open:
+                return  # the loop has ended: nothing to wake
+            try:
+                os.write(self._wake_write, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full: the loop is awake already
+            except OSError as exc:
+                log.error("the engine's wake pipe: %s; its timers wake it instead", exc.strerror)
 
     def _running(self, env: Environment) -> int:
         return sum(
@@ -267,6 +277,7 @@ class Engine:
         except Unavailable:
             pass
         self._drop_listener()
-        if not any(thread.is_alive() for thread in self.threads.values()):
-            os.close(self._wake_read)  # a thread still alive would write to a reused number
+        with self._pipe_lock:
+            self._pipe_open = False
+            os.close(self._wake_read)
             os.close(self._wake_write)

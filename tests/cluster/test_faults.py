@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from common.db import Database
@@ -19,6 +20,7 @@ from tests.provider import start_body
 WORKERS = 6
 
 
+@pytest.mark.slow
 def test_api_server_outage_loses_no_job(
     as_function: Callable[..., FlaskClient],
     control_plane: ControlPlane,

@@ -256,6 +256,7 @@ def test_a_pod_that_cannot_be_scheduled_ends_the_job_with_the_reason(
     assert "stayed Pending" in text and "Insufficient cpu" in text
 
 
+@pytest.mark.slow
 def test_an_engine_restarted_mid_algorithm_takes_over_its_running_job(
     as_function: AsFunction,
     db: Database,

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from local.controlplane import ControlPlane
 from tests.local.test_run import launch
 from tests.provider import start_body
 
 
+@pytest.mark.slow
 def test_the_local_run_registers_workflows_in_its_own_control_plane(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:

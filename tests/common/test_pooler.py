@@ -82,6 +82,7 @@ def test_the_role_carries_the_statement_limit(pooled: pgbouncer.Bouncer) -> None
     db.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_functions_and_hardening_suites_pass_through_pgbouncer(
     pooled: pgbouncer.Bouncer, tmp_path: Path

@@ -52,6 +52,7 @@ def load(stop_at: float, results: list[tuple[str, int, Any]], worker: int) -> No
         n += 1
 
 
+@pytest.mark.slow
 def test_postgres_outage_loses_no_job_and_needs_no_restart(
     own_server: tuple[EmbeddedPostgres, Settings],
 ) -> None:

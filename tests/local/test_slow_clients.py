@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.local.test_run import LocalRun
 
 SLOW_CLIENTS = 256  # 32 times the local run's threads
@@ -87,6 +89,7 @@ def trickling(run: LocalRun, count: int) -> Iterator[list[socket.socket]]:
             sender.join()
 
 
+@pytest.mark.slow
 def test_slow_clients_hold_no_thread_and_are_dropped_with_a_408(local_run: LocalRun) -> None:
     with trickling(local_run, SLOW_CLIENTS) as slow:
         # gunicorn's own worker gave each of them a thread, and stopped answering at the 8th.
@@ -99,6 +102,7 @@ def test_slow_clients_hold_no_thread_and_are_dropped_with_a_408(local_run: Local
     assert "too slowly" in answers[0][1]["error"]
 
 
+@pytest.mark.slow
 def test_a_silent_client_and_stalled_bodies_are_dropped(local_run: LocalRun) -> None:
     head = (
         b"POST /api/v1/operator/compute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -142,6 +146,7 @@ def server_workers(run: LocalRun) -> list[int]:
     return [int(c) for c in children if Path(f"/proc/{c}/cmdline").read_bytes() == own]
 
 
+@pytest.mark.slow
 def test_a_body_too_big_is_refused_while_it_streams_and_never_held(local_run: LocalRun) -> None:
     """300 MiB offered with a Content-Length and as one chunk that never ends: each gets its 413
     while the client is still sending, and no worker grows by what was sent."""
