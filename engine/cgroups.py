@@ -202,7 +202,8 @@ class Cgroups:
 
     def remove_job(self, job_id: str) -> None:
         """Every group of the job's sandboxes (named `<jobId>-…`), its processes killed."""
-        for bases in (self.bases, self._uniform_bases()):
+        uniform = self._uniform_bases()
+        for bases in (self.bases,) if uniform == self.bases else (self.bases, uniform):
             names = {
                 folder.name
                 for base in bases.values()

@@ -331,6 +331,7 @@ class JobRun:
         stage = self.stage()
         container = _container(stage)
         fetched = self.notes.read("fetched") or {"algorithm": {}, "inputs": []}
+        image = self.notes.read("image") or {}
         outputs = [e for e in entries if e["type"] == "output"]
         env = self.env
         return {
@@ -353,8 +354,8 @@ class JobRun:
                 "image": f"{container.get('image')}:{container.get('tag', 'latest')}"
                 if container.get("image")
                 else None,
-                "imageDigest": (self.notes.read("image") or {}).get("digest"),
-                "runtime": (self.notes.read("image") or {}).get("runtime"),
+                "imageDigest": image.get("digest"),
+                "runtime": image.get("runtime"),
                 "entrypoint": _entrypoint(stage),
             },
             "inputs": fetched["inputs"],

@@ -200,8 +200,9 @@ class SandboxRunner:
         present = self.podman.has_image(str(request.ref))
         if present and request.pull_policy != "Always":  # nothing to pull
             return self.podman.prepare(request, stopped, present=True, network_namespace=None)
-        _check_registry(request)
         named = request.ref.listed_in(request.allowed_registries)
+        if not named:
+            _check_registry(request)
         if named or self.egress is None or _reaches_loopback(request.allow_networks):
             # The host's network: a registry the operator named, or networks only it reaches.
             return self.podman.prepare(request, stopped, present=present, network_namespace=None)
@@ -522,8 +523,6 @@ def _why_no_podman(containers: bool) -> str:
 def _check_registry(request: ImageRequest) -> None:
     """A registry the operator did not name is held to the fetches' address policy: no pull
     from this host or a private network unless the environment's allowNetworks lists it."""
-    if request.ref.listed_in(request.allowed_registries):
-        return
     fetcher = Fetcher(roots=[], allowed=list(request.allow_networks), seconds=1, min_rate=1)
     try:
         fetcher.checked_address(request.ref.host, request.ref.port)
