@@ -33,6 +33,8 @@ POOLERS: tuple[Pooler, ...] = ("none", "transaction")
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# Seconds results are kept when STORAGE_EXPIRY is unset: the original engine's deployments'.
+DEFAULT_STORAGE_EXPIRY = 7 * 24 * 3600
 T = TypeVar("T")
 NO_SECRETS: tuple[str, ...] = ()
 

@@ -16,6 +16,7 @@ from typing import Any
 from common import auth, store
 from common.auth import Verified
 from common.cluster import GROUP, VERSION
+from common.config import DEFAULT_STORAGE_EXPIRY
 from common.errors import BadRequest, Gone, NotFound, ServiceError
 from common.payloads import ResultRequest, StartRequest
 from common.runtime import Chore, Runtime
@@ -23,18 +24,6 @@ from common.store import JobFilter, NewJob
 
 log = logging.getLogger(__name__)
 
-STATUS_TEXTS = {
-    1: "Warming up",
-    10: "Job started",
-    20: "Configuring volumes",
-    30: "Provisioning success",
-    31: "Data provisioning failed",
-    32: "Algorithm provisioning failed",
-    40: "Running algorithm ",  # sic: the engine writes the trailing space, clients match it
-    50: "Filtering results",
-    60: "Publishing results",
-    70: "Job finished",
-}
 ENVIRONMENT_INVALID = "Environment invalid or does not exist"
 
 
@@ -184,10 +173,6 @@ def _remove_quietly(rt: Runtime, job_id: str, namespace: str) -> None:
         rt.cluster.remove(job_id, namespace)
     except ServiceError:
         log.error("WorkFlow %s/%s is registered but its job was not stored", namespace, job_id)
-
-
-# The storage expiry the original engine's deployments use when STORAGE_EXPIRY is unset.
-DEFAULT_STORAGE_EXPIRY = 7 * 24 * 3600
 
 
 def sweep_workflows(rt: Runtime) -> None:

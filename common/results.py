@@ -21,7 +21,7 @@ from flask import Request, Response, send_file
 from werkzeug.datastructures import Range
 from werkzeug.http import parse_range_header
 
-from common import metrics
+from common import layout, metrics
 from common.config import Settings
 from common.errors import NotFound, RangeNotSatisfiable, Unavailable
 
@@ -56,14 +56,14 @@ def stream(settings: Settings, request: Request, entry: dict[str, Any]) -> Respo
 
 
 def stage_log(settings: Settings, job_id: str, component: str) -> Iterator[str] | None:
-    """A stage's log as an engine on this machine keeps it (RESULTS_ROOT/<jobId>/logs), read
+    """A stage's log as an engine on this machine keeps it (common/layout.py), read
     in blocks with its control characters escaped; None when there is none here (the job runs
     in a cluster, or not yet)."""
     root = settings.results_root
     if root is None:
         return None
     try:
-        path = (root / job_id / "logs" / f"{component}.log").resolve()
+        path = layout.log_path(root, job_id, component).resolve()
         found = path.is_relative_to(root) and path.is_file()
     except (OSError, ValueError):  # a name no file can have (a NUL in it)
         return None

@@ -14,6 +14,7 @@ from typing import Any
 
 from common.db import Database, Transaction, UniqueViolation
 from common.errors import BadRequest
+from common.statuses import Status
 
 AGREEMENT_IN_USE = "`agreementId` already in use for other job."
 
@@ -124,7 +125,7 @@ def insert_job(tx: Transaction, job: NewJob, nonce: tuple[str, int] | None) -> s
     before. Without a nonce (legacy mode), the job alone."""
     columns = """INSERT INTO jobs (agreementid, workflowid, owner, status, statustext, workflow,
                      namespace, provider, chainid, dids)"""
-    values = """:agreement, :job, :owner, 1, 'Warming up', :workflow, :namespace, :provider,
+    values = """:agreement, :job, :owner, :status, :text, :workflow, :namespace, :provider,
                 :chain, job_dids(:workflow)"""
     sql = f"{columns} VALUES ({values})"
     used: dict[str, Any] = {}
@@ -142,6 +143,8 @@ def insert_job(tx: Transaction, job: NewJob, nonce: tuple[str, int] | None) -> s
             namespace=job.namespace,
             provider=job.provider,
             chain=None if job.chain_id is None else str(job.chain_id),
+            status=Status.WARMING_UP,
+            text=Status.WARMING_UP.text,
             **used,
         )
     except UniqueViolation:
@@ -182,11 +185,12 @@ def request_stop(tx: Transaction, jobs: JobFilter) -> list[tuple[str, str]]:
                 ORDER BY workflowid FOR UPDATE)
             UPDATE jobs SET stopreq = 1,
                 status = CASE WHEN status = 1 THEN 70 ELSE status END,
-                statustext = CASE WHEN status = 1 THEN 'Job finished' ELSE statustext END,
+                statustext = CASE WHEN status = 1 THEN :finished ELSE statustext END,
                 datefinished = CASE WHEN status = 1 THEN NOW() ELSE datefinished END,
                 laststatusupdate = CASE WHEN status = 1 THEN NOW() ELSE laststatusupdate END
             FROM target WHERE jobs.ctid = target.ctid
             RETURNING jobs.workflowid, jobs.namespace""",
+        finished=Status.FINISHED.text,
         **params,
     )
     return [(job_id, namespace) for job_id, namespace in rows]

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     status = None
     if args.listen:
         host, port = args.listen
-        status = StatusServer(engine, host, port, stale_after=config.stale_after)
+        status = StatusServer(engine.snapshot, host, port, stale_after=config.stale_after)
         status.start()
 
     def close(signum: int, frame: FrameType | None) -> None:

@@ -15,13 +15,12 @@ from typing import Any
 
 import yaml
 
-from common.config import Settings
+from common.config import DEFAULT_STORAGE_EXPIRY, Settings
 from common.errors import ConfigError
 from engine.images import PULL_POLICIES, RUNTIMES
 
 GIB = 1024**3
 DEFAULT_DURATION = 3600  # seconds, when neither the file nor ALGO_POD_TIMEOUT says
-DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds, when neither the file nor STORAGE_EXPIRY says
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Environment:
     disk_gb: float = 1.0
     max_files: int = 65536  # files and folders of a job's folder, where the runner bounds them
     max_job_duration: int = DEFAULT_DURATION
-    storage_expiry: int = DEFAULT_EXPIRY
+    storage_expiry: int = DEFAULT_STORAGE_EXPIRY
     price_min: float = 0.0
     consumer_address: str = ""
     description: str = ""
@@ -157,7 +156,7 @@ class EngineConfig:
         reader = _Reader(problems)
         defaults = {
             "maxJobDuration": settings.algo_pod_timeout or DEFAULT_DURATION,
-            "storageExpiry": settings.storage_expiry or DEFAULT_EXPIRY,
+            "storageExpiry": settings.storage_expiry or DEFAULT_STORAGE_EXPIRY,
         }
         envs = [
             _environment(reader, item, position, defaults)

@@ -26,6 +26,7 @@ from engine.queue import Backlog, Claimed, LeaseLost, Queue
 from engine.receipts import OperatorKey
 from engine.results import ResultsStore
 from engine.runner import Runner
+from engine.snapshot import Snapshot
 from engine.workflows import WorkflowMirror
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Engine:
         self.runs: dict[str, JobRun] = {}
         self.threads: dict[str, threading.Thread] = {}
         self.closing = threading.Event()
-        # What /metrics and /healthz read (engine.server): the queues as of the last
+        # What /metrics and /healthz read, through snapshot(): the queues as of the last
         # heartbeat, when the loop last turned (Unix time), and whether its database answered.
         self.backlogs: dict[str, Backlog] = {}
         self.last_turn = time.time()
@@ -242,12 +243,24 @@ class Engine:
             except OSError as exc:
                 log.error("the engine's wake pipe: %s; its timers wake it instead", exc.strerror)
 
-    def _running(self, env: Environment) -> int:
-        return sum(
-            1
-            for run in self.runs.values()
-            if run.env.namespace == env.namespace and not run.done.is_set()
+    def snapshot(self) -> Snapshot:
+        """What the engine holds and knows now; safe from any thread."""
+        held: dict[tuple[str, int], int] = {}
+        for run in list(self.runs.values()):  # a copy: job threads come and go meanwhile
+            if not run.done.is_set():
+                key = (run.env.namespace, int(run.status))
+                held[key] = held.get(key, 0) + 1
+        return Snapshot(
+            engine_id=self.id,
+            held=held,
+            backlogs=dict(self.backlogs),
+            last_turn=self.last_turn,
+            database_ok=self.database_ok,
+            announced=self.announced,
         )
+
+    def _running(self, env: Environment) -> int:
+        return self.snapshot().running(env.namespace)
 
     def _reap(self) -> None:
         for job_id, run in list(self.runs.items()):

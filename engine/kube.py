@@ -28,6 +28,7 @@ from typing import Any
 
 import urllib3
 
+from common.cluster import GROUP, PLURAL, REQUEST_TIMEOUT, VERSION
 from common.errors import Unavailable
 from engine.logpipe import kept_text
 from engine.results import remove_tree
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 CONTAINER = "stage"
 LOOK_SECONDS = 1.0  # the least time between two reads of a stage's Job: the API is shared
 STOP_WAIT_SECONDS = 30
-REQUEST_TIMEOUT = (3, 10)
-WORKFLOW = ("oceanprotocol.com", "v1alpha", "workflows")
 EGRESS_LABEL = "egress"
 # What the client raises when the API server is out of reach (urllib3's own errors are not
 # OSErrors): a stage's Job is looked at again, never given up on at once.
@@ -253,14 +252,14 @@ class KubeRunner:
 
         try:
             workflow = self.objects.get_namespaced_custom_object(
-                *WORKFLOW[:2], namespace, WORKFLOW[2], job_id, _request_timeout=REQUEST_TIMEOUT
+                GROUP, VERSION, namespace, PLURAL, job_id, _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return {
-            "apiVersion": "/".join(WORKFLOW[:2]),
+            "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "WorkFlow",
             "name": job_id,
             "uid": workflow["metadata"]["uid"],

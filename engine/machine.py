@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common import meta
-from common.jobs import STATUS_TEXTS
+from common.statuses import Status
 from engine import images, metrics, receipts
 from engine.config import EngineConfig, Environment
 from engine.images import ImageRefused
@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 # most every 0.1 s (a stop wakes the wait at once anyway).
 FIRST_WAIT_SECONDS, WAIT_SECONDS = 0.002, 0.1
 STAGE_MEMORY = 512 * 1024 * 1024  # configure and publish run our own small program
-DATA_FAILED, ALGORITHM_FAILED = 31, 32
-PUBLISHING = (31, 32, 50, 60)
+# The statuses a job is published from: after a failed configure, or while publishing.
+PUBLISHING = (Status.DATA_FAILED, Status.ALGORITHM_FAILED, Status.FILTERING, Status.PUBLISHING)
 
 
 class Abandoned(Exception):
@@ -103,18 +103,18 @@ class JobRun:
 
     def run(self) -> None:
         """Drive the job to 70. Returns early, writing nothing more, if abandoned."""
-        status = self.job.status
-        if status != 20:
+        status = Status(self.job.status)
+        if self.job.taken_over:
             log.info("job %s taken over at status %s", self.job_id, status)
-        if status == 30:  # configured by an engine that died: maybe on another machine
-            self.persist(20)
-            status = 20
-        while status != 70:
+        if status == Status.PROVISIONED:  # configured by an engine that died: maybe elsewhere
+            self.persist(Status.CONFIGURING)
+            status = Status.CONFIGURING
+        while status != Status.FINISHED:
             status = STEPS[status](self)
 
     # The steps, one per stored status; each returns the status it persisted.
 
-    def configure(self) -> int:
+    def configure(self) -> Status:
         if self.stop_requested.is_set():
             return self.to_publish(Stage.CONFIGURE, "stop requested before configuring")
         self.ctx.runner.make_folder(
@@ -127,7 +127,7 @@ class JobRun:
             return self.to_publish(Stage.CONFIGURE, "stopped on request while pulling the image")
         except ImageRefused as exc:
             self.note(Stage.CONFIGURE, f"the algorithm's image: {exc}")
-            return self.failed(ALGORITHM_FAILED)
+            return self.failed(Status.ALGORITHM_FAILED)
         (self.data / "ddos").mkdir()
         self.ctx.runner.provide(self.data / "ddos")  # configure replaces the workflow in it
         stage = self.stage()
@@ -157,14 +157,16 @@ class JobRun:
             return self.to_publish(Stage.CONFIGURE, "stopped on request while configuring")
         if outcome.succeeded and not _entrypoint(stage):
             self.note(Stage.CONFIGURE, "the algorithm has no container entrypoint")
-            return self.failed(ALGORITHM_FAILED)
+            return self.failed(Status.ALGORITHM_FAILED)
         if outcome.succeeded:
             self.notes.write("fetched", receipts.fetched(self.data, stage))
-            self.persist(30)
-            return 30
-        code = outcome.exit_code if outcome.exit_code in (DATA_FAILED, ALGORITHM_FAILED) else None
+            self.persist(Status.PROVISIONED)
+            return Status.PROVISIONED
+        # configure exits with the status to fail with, where it knows which (engine/stage.py)
+        failed = (Status.DATA_FAILED, Status.ALGORITHM_FAILED)
+        code = outcome.exit_code if outcome.exit_code in failed else Status.DATA_FAILED
         self.note(Stage.CONFIGURE, f"configure {outcome.describe()}")
-        return self.failed(code or DATA_FAILED)
+        return self.failed(Status(code))
 
     def prepare_image(self) -> None:
         """The algorithm's image made ready as the environment says, before configure (its
@@ -203,14 +205,14 @@ class JobRun:
             },
         )
 
-    def algorithm(self) -> int:
+    def algorithm(self) -> Status:
         if self.stop_requested.is_set():
             return self.to_publish(Stage.ALGORITHM, "stop requested before the algorithm ran")
-        self.persist(40)
+        self.persist(Status.RUNNING)
         outcome = self.wait_stage(self.start_stage(self.algorithm_spec()))
         return self.after_algorithm(outcome)
 
-    def abandoned_algorithm(self) -> int:
+    def abandoned_algorithm(self) -> Status:
         """Taken over at 40. Where the stage outlived the engine that ran it (a Kubernetes
         Job), wait for it as that engine would have; otherwise it is not run twice."""
         handle = self.ctx.runner.resume(self.algorithm_spec())
@@ -229,8 +231,8 @@ class JobRun:
             "its partial outputs are not published",
         )
         self.with_outputs = False
-        self.persist(60)
-        return 60
+        self.persist(Status.PUBLISHING)
+        return Status.PUBLISHING
 
     def algorithm_spec(self) -> StageSpec:
         stage = self.stage()
@@ -269,7 +271,7 @@ class JobRun:
             pull_secrets=self.env.image_pull_secrets,
         )
 
-    def after_algorithm(self, outcome: Outcome) -> int:
+    def after_algorithm(self, outcome: Outcome) -> Status:
         self.note(Stage.ALGORITHM, f"the algorithm {outcome.describe()}")
         self.outcome = _algorithm_outcome(outcome)
         if outcome.ending is Ending.TIMEOUT:
@@ -279,17 +281,17 @@ class JobRun:
                 f"maxJobDuration is {self.env.max_job_duration} s: stopreq=2, "
                 "publishing what the algorithm wrote",
             )
-            self.persist(60, stopreq=2)
-            return 60
-        self.persist(60)
-        return 60
+            self.persist(Status.PUBLISHING, stopreq=2)
+            return Status.PUBLISHING
+        self.persist(Status.PUBLISHING)
+        return Status.PUBLISHING
 
-    def start_publishing(self) -> int:
+    def start_publishing(self) -> Status:
         """After a failed configure (31, 32), or the original engine's filtering (50)."""
-        self.persist(60)
-        return 60
+        self.persist(Status.PUBLISHING)
+        return Status.PUBLISHING
 
-    def publish(self) -> int:
+    def publish(self) -> Status:
         results = self.ctx.results
         staging = results.staging(self.job_id)
         published = self.with_outputs and _has_entries(self.data / "outputs")
@@ -320,11 +322,11 @@ class JobRun:
         metrics.moved(downloaded=receipt["downloadedBytes"], published=receipt["publishedBytes"])
         entries.append(results.receipt(self.job_id, receipt, self.ctx.operator))
         self.ctx.queue.finish(self.job_id, entries)
-        self.mirror(70, 2 if self.outcome == "timeout" else None)
+        self.mirror(Status.FINISHED, 2 if self.outcome == "timeout" else None)
         metrics.finished(self.env.namespace, self.outcome)
         self.ctx.runner.remove_folder(self.data)
         log.info("job %s finished with %d published file(s)", self.job_id, len(entries))
-        return 70
+        return Status.FINISHED
 
     def receipt(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         """What the job's receipt says (engine/receipts.py), from what the engine saw."""
@@ -366,7 +368,7 @@ class JobRun:
             "stages": dict(self.notes.stages()),
             "outcome": self.outcome,
             "stopRequested": self.stop_requested.is_set(),
-            "takenOver": self.job.status != 20,
+            "takenOver": self.job.taken_over,
             "network": {
                 "algorithm": "filtered egress" if env.network else "none",
                 "configureAllowNetworks": list(env.allow_networks),
@@ -391,7 +393,7 @@ class JobRun:
             except Exception:
                 log.exception("job %s: no receipt", self.job_id)
             self.ctx.queue.finish(self.job_id, entries)
-            self.mirror(70)
+            self.mirror(Status.FINISHED)
             metrics.finished(self.env.namespace, "engine_error")
             self.ctx.runner.remove_folder(self.data)
         except Exception:
@@ -399,12 +401,12 @@ class JobRun:
 
     # Helpers of the steps.
 
-    def persist(self, status: int, *, stopreq: int | None = None) -> None:
+    def persist(self, status: Status, *, stopreq: int | None = None) -> None:
         self.ctx.queue.set_status(self.job_id, status, stopreq=stopreq)
         self.status = status
         self.mirror(status, stopreq)
 
-    def mirror(self, status: int, stopreq: int | None = None) -> None:
+    def mirror(self, status: Status, stopreq: int | None = None) -> None:
         """The status just persisted, into the job's WorkFlow (when there is a cluster)."""
         if self.ctx.workflows is None:
             return
@@ -414,20 +416,20 @@ class JobRun:
             self.job_id,
             self.env.namespace,
             status=status,
-            text=STATUS_TEXTS[status],
+            text=status.text,
             stopreq=stopreq,
         )
 
-    def to_publish(self, stage: Stage, why: str) -> int:
+    def to_publish(self, stage: Stage, why: str) -> Status:
         """A stop ended the job before or during `stage`."""
         self.stop_honoured = True
         self.outcome = "stopped"
         self.note(stage, why)
-        self.persist(60)
-        return 60
+        self.persist(Status.PUBLISHING)
+        return Status.PUBLISHING
 
-    def failed(self, status: int) -> int:
-        self.outcome = "data_failed" if status == DATA_FAILED else "algorithm_failed"
+    def failed(self, status: Status) -> Status:
+        self.outcome = "data_failed" if status == Status.DATA_FAILED else "algorithm_failed"
         self.persist(status)
         self.with_outputs = False
         return status
@@ -529,14 +531,14 @@ class JobRun:
         return receipts.Notes(self.ctx.results.folder(self.job_id) / "receipt")
 
 
-STEPS: dict[int, Callable[[JobRun], int]] = {
-    20: JobRun.configure,
-    30: JobRun.algorithm,
-    31: JobRun.start_publishing,
-    32: JobRun.start_publishing,
-    40: JobRun.abandoned_algorithm,
-    50: JobRun.start_publishing,  # the original engine's filtering, which ours never stops at
-    60: JobRun.publish,
+STEPS: dict[Status, Callable[[JobRun], Status]] = {
+    Status.CONFIGURING: JobRun.configure,
+    Status.PROVISIONED: JobRun.algorithm,
+    Status.DATA_FAILED: JobRun.start_publishing,
+    Status.ALGORITHM_FAILED: JobRun.start_publishing,
+    Status.RUNNING: JobRun.abandoned_algorithm,
+    Status.FILTERING: JobRun.start_publishing,  # the original engine's, where ours never stops
+    Status.PUBLISHING: JobRun.publish,
 }
 
 

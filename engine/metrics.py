@@ -9,17 +9,14 @@ heartbeat, with the announcement, so a scrape never queries the database.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from engine.runner import Ending, Outcome, Stage
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
+from engine.snapshot import Snapshot
 
 # How a job ended, as its logs tell it; each is a label value of JOBS_FINISHED.
 COMPLETED = "completed"  # the algorithm exited 0 (its outputs may still have been refused)
@@ -111,22 +108,17 @@ class EngineCollector(Collector):
     """The engine's present, read at scrape time: jobs held by status, the queue behind each
     environment as of the last heartbeat, and when the loop last turned."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        engine = self.engine
+        now = self.snapshot()
         held = GaugeMetricFamily(
             "engine_jobs",
             "Jobs this engine holds, by their status",
             labels=["environment", "status"],
         )
-        counts: dict[tuple[str, int], int] = {}
-        for run in list(engine.runs.values()):  # a copy: job threads come and go meanwhile
-            if not run.done.is_set():
-                key = (run.env.namespace, run.status)
-                counts[key] = counts.get(key, 0) + 1
-        for (namespace, status), count in sorted(counts.items()):
+        for (namespace, status), count in sorted(now.held.items()):
             held.add_metric([namespace, str(status)], count)
         yield held
 
@@ -140,11 +132,11 @@ class EngineCollector(Collector):
             "How long the oldest waiting job has waited (0 when none waits)",
             labels=["environment"],
         )
-        now = time.time()
-        for namespace, backlog in sorted(engine.backlogs.items()):
+        moment = time.time()
+        for namespace, backlog in sorted(now.backlogs.items()):
             length.add_metric([namespace], backlog.length)
             since = backlog.oldest_since
-            oldest.add_metric([namespace], 0.0 if since is None else max(0.0, now - since))
+            oldest.add_metric([namespace], 0.0 if since is None else max(0.0, moment - since))
         yield length
         yield oldest
 
@@ -152,5 +144,5 @@ class EngineCollector(Collector):
             "engine_last_turn_timestamp_seconds",
             "When the engine's loop last completed a turn (Unix time)",
         )
-        turned.add_metric([], engine.last_turn)
+        turned.add_metric([], now.last_turn)
         yield turned

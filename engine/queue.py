@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.db import Database
-from common.jobs import STATUS_TEXTS
+from common.statuses import Status
 from engine.config import Environment
 
 CLAIMED_COLUMNS = (
@@ -39,9 +39,10 @@ class Claimed:
     provider: str | None = None  # the Provider that signed its start (None: unsigned mode)
     chain_id: str | None = None
     created: float = 0.0  # Unix time it was stored
+    taken_over: bool = False  # from an engine whose lease ran out, at whatever status
 
     @classmethod
-    def from_row(cls, row: list[Any]) -> Claimed:
+    def from_row(cls, row: list[Any], *, taken_over: bool = False) -> Claimed:
         job_id, namespace, status, stopreq, workflow, *order = row
         owner, agreement_id, provider, chain_id, created = order
         try:
@@ -59,6 +60,7 @@ class Claimed:
             provider=provider,
             chain_id=chain_id,
             created=float(created or 0),
+            taken_over=taken_over,
         )
 
 
@@ -113,7 +115,7 @@ class Queue:
             ns=env.namespace,
             me=self.me,
             lease=self.lease,
-            text=STATUS_TEXTS[20],
+            text=Status.CONFIGURING.text,
             limit=limit,
             per_owner=env.max_jobs_per_owner,
             starve=self.starvation_seconds,
@@ -140,7 +142,7 @@ class Queue:
             me=self.me,
             lease=self.lease,
         )
-        return [Claimed.from_row(row) for row in rows]
+        return [Claimed.from_row(row, taken_over=True) for row in rows]
 
     def renew(self, job_ids: list[str]) -> dict[str, bool]:
         """Extend the leases of the jobs we hold, in one statement; {jobId: stop requested} of
@@ -178,7 +180,7 @@ class Queue:
                RETURNING 1""",
             job=job_id,
             status=status,
-            text=STATUS_TEXTS[status],
+            text=Status(status).text,
             stopreq=stopreq,
         )
 
@@ -205,7 +207,7 @@ class Queue:
                    ) / ln(2) + (SELECT at FROM done))
                SELECT 1 FROM done""",
             job=job_id,
-            text=STATUS_TEXTS[70],
+            text=Status.FINISHED.text,
             outputs=json.dumps(outputs),
             half=self.half_life,
         )

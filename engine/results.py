@@ -1,8 +1,5 @@
-"""The results store on this machine: one folder per job under the results root.
-
-    <root>/<jobId>/logs/<stage>.log        written by the engine (stage output and its notes)
-    <root>/<jobId>/published/outputs/...   copied there by the publish stage
-    <root>/<jobId>/published/manifest.json what the publish stage copied: name, size, sha256
+"""The results store on this machine: one folder per job under the results root, laid out
+as common/layout.py says.
 
 getResult serves these as `file://` URLs under RESULTS_ROOT. The logs folder is never visible
 inside a sandbox, so no algorithm can rewrite its own log or turn it into a link; the engine
@@ -20,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import layout
 from engine import receipts
 from engine.receipts import OperatorKey
 from engine.runner import Stage
@@ -37,16 +35,16 @@ class ResultsStore:
         self.root = root
 
     def folder(self, job_id: str) -> Path:
-        return self.root / job_id
+        return layout.job_folder(self.root, job_id)
 
     def log(self, job_id: str, stage: Stage) -> Path:
-        logs = self.folder(job_id) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        return logs / f"{stage}.log"
+        path = layout.log_path(self.root, job_id, stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def log_size(self, job_id: str, stage: Stage) -> int:
         try:
-            return (self.folder(job_id) / "logs" / f"{stage}.log").lstat().st_size
+            return layout.log_path(self.root, job_id, stage).lstat().st_size
         except OSError:
             return 0
 
@@ -86,7 +84,7 @@ class ResultsStore:
                     }
                 )
         for stage, kind in LOG_TYPES.items():
-            path = self.folder(job_id) / "logs" / f"{stage}.log"
+            path = layout.log_path(self.root, job_id, stage)
             if path.is_file() and not path.is_symlink():
                 found.append(
                     {

@@ -12,26 +12,27 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from common import metrics as common_metrics
 from engine.metrics import EngineCollector
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
+from engine.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 
 class StatusServer:
-    def __init__(self, engine: Engine, host: str, port: int, *, stale_after: float) -> None:
-        self.engine = engine
+    def __init__(
+        self, snapshot: Callable[[], Snapshot], host: str, port: int, *, stale_after: float
+    ) -> None:
+        """`snapshot`: the engine's `Engine.snapshot`."""
+        self.snapshot = snapshot
         self.stale_after = stale_after
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(EngineCollector(engine))
+        self.registry.register(EngineCollector(snapshot))
         self.http = ThreadingHTTPServer((host, port), _handler(self))
         self.http.daemon_threads = True
         self._thread = threading.Thread(target=self.http.serve_forever, name="engine-status")
@@ -58,17 +59,18 @@ class StatusServer:
         """/healthz (readiness): the loop turns and every environment was announced; /livez
         (liveness): the loop turns, announced or not (a database down at start is no reason
         to restart the engine)."""
-        since = time.time() - self.engine.last_turn
+        now = self.snapshot()
+        since = time.time() - now.last_turn
         alive = since <= self.stale_after
         # Ready once its environments are announced: before that a start for them is a 400.
-        ready = alive and self.engine.announced
+        ready = alive and now.announced
         body: dict[str, object] = {
-            "engine": self.engine.id,
+            "engine": now.engine_id,
             "loop": "turning" if alive else "stuck",
-            "announced": self.engine.announced,
+            "announced": now.announced,
             "secondsSinceTurn": round(since, 1),
-            "database": "ok" if self.engine.database_ok else "unavailable",
-            "jobs": sum(1 for run in list(self.engine.runs.values()) if not run.done.is_set()),
+            "database": "ok" if now.database_ok else "unavailable",
+            "jobs": now.jobs,
         }
         return (200 if (ready if readiness else alive) else 503), body
 

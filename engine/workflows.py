@@ -14,10 +14,9 @@ from typing import Any
 
 import urllib3
 
-log = logging.getLogger(__name__)
+from common.cluster import GROUP, PLURAL, REQUEST_TIMEOUT, VERSION
 
-GROUP, VERSION, PLURAL = "oceanprotocol.com", "v1alpha", "workflows"
-REQUEST_TIMEOUT = (3, 10)
+log = logging.getLogger(__name__)
 
 
 class WorkflowMirror:

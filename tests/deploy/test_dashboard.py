@@ -6,7 +6,6 @@ import importlib.util
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -14,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common import metrics
 from engine import metrics as engine_metrics
+from engine.snapshot import Snapshot
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
@@ -23,10 +23,8 @@ METRIC = re.compile(r"\b(?:operator|engine|process)_[a-z_]+\b")
 def exported() -> set[str]:
     """Every series name the functions' and the engine's /metrics can answer with."""
     engine = CollectorRegistry()
-    # A stand-in for the engine, holding nothing: the collector reads only these attributes.
-    engine.register(
-        engine_metrics.EngineCollector(SimpleNamespace(runs={}, backlogs={}, last_turn=0.0))
-    )  # type: ignore[arg-type]
+    # An engine holding nothing, as its snapshot says.
+    engine.register(engine_metrics.EngineCollector(lambda: Snapshot("engine-1")))
     text = metrics.exposition().decode() + generate_latest(engine).decode()
     names = set()
     for family in text_string_to_metric_families(text):

@@ -134,7 +134,7 @@ def test_healthz_fails_once_the_loop_stops_turning(
     does not turn, as if stuck in a stage call."""
     config = EngineConfig.parse(engine_yaml(dirs), settings, work_root=dirs.work)
     engine = Engine(config, db, SandboxRunner())
-    server = StatusServer(engine, "127.0.0.1", 0, stale_after=0.5)
+    server = StatusServer(engine.snapshot, "127.0.0.1", 0, stale_after=0.5)
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}"
