@@ -110,37 +110,6 @@ def engine_yaml(
 
 
 @pytest.fixture
-def status_history(db: Database) -> Iterator[Callable[[str], list[int]]]:
-    """Every status a job's row went through, recorded by a trigger on the real table."""
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS status_history (
-               workflowid varchar(255), status int, at timestamp DEFAULT clock_timestamp())"""
-    )
-    db.execute("TRUNCATE status_history")
-    db.execute(
-        """CREATE OR REPLACE FUNCTION record_status() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN
-               INSERT INTO status_history (workflowid, status) VALUES (NEW.workflowid, NEW.status);
-               RETURN NULL;
-           END $$"""
-    )
-    db.execute("DROP TRIGGER IF EXISTS record_status ON jobs")
-    db.execute(
-        """CREATE TRIGGER record_status AFTER UPDATE OF status ON jobs FOR EACH ROW
-           WHEN (NEW.status IS DISTINCT FROM OLD.status) EXECUTE FUNCTION record_status()"""
-    )
-
-    def history(job_id: str) -> list[int]:
-        rows = db.query(
-            "SELECT status FROM status_history WHERE workflowid = :j ORDER BY at", j=job_id
-        )
-        return [row[0] for row in rows]
-
-    yield history
-    db.execute("DROP TRIGGER IF EXISTS record_status ON jobs")
-
-
-@pytest.fixture
 def sandbox_tool() -> str:
     """What builds the sandboxes: bubblewrap here; the isolation and kill tests also run
     with util-linux's unshare, the fallback where bubblewrap is not installed."""
