@@ -70,13 +70,6 @@ class ControlPlane:
             raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
-    def service_account_kubeconfig(self, name: str, namespace: str = SERVICE_NAMESPACE) -> Path:
-        """A kubeconfig that calls as ServiceAccount `name`, with a token from TokenRequest."""
-        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=2h").strip()
-        path = self.workdir / f"kubeconfig-{namespace}-{name}"
-        _write_kubeconfig(path, self.url, self.ca_file, user={"token": token})
-        return path
-
     def check_running(self) -> None:
         """Raise, with the end of its log, if one of the processes has exited."""
         for process in self.processes:
@@ -95,18 +88,6 @@ class ControlPlane:
                 process.kill()
                 process.wait()
         self.processes.clear()
-
-    def stop_apiserver(self) -> None:
-        """Take the API server away (etcd stays), to test what callers do without it."""
-        apiserver = self.processes[-1]
-        apiserver.terminate()
-        apiserver.wait(timeout=15)
-
-    def restart_apiserver(self) -> None:
-        """Bring it back on the same port, with the same keys: old tokens stay valid."""
-        argv = [str(arg) for arg in self.processes[-1].args]  # type: ignore[union-attr]
-        self.processes[-1] = spawn(self.workdir, "kube-apiserver", argv)
-        _wait_ready(self, self.pki)
 
 
 def start(assets: Path, workdir: Path) -> ControlPlane:
@@ -180,7 +161,7 @@ def start(assets: Path, workdir: Path) -> ControlPlane:
         )
         url = f"https://127.0.0.1:{api_port}"
         admin = workdir / "kubeconfig-admin"
-        _write_kubeconfig(
+        write_kubeconfig(
             admin,
             url,
             pki["ca.crt"],
@@ -195,7 +176,7 @@ def start(assets: Path, workdir: Path) -> ControlPlane:
             pki=pki,
             processes=processes,
         )
-        _wait_ready(plane, pki)
+        wait_ready(plane, pki)
         for manifest in MANIFESTS:
             plane.kubectl("apply", "-f", str(manifest))
         plane.kubectl(
@@ -220,7 +201,7 @@ def spawn(workdir: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log.close()  # the child holds its own descriptor
 
 
-def _wait_ready(plane: ControlPlane, pki: dict[str, Path]) -> None:
+def wait_ready(plane: ControlPlane, pki: dict[str, Path]) -> None:
     context = ssl.create_default_context(cafile=str(pki["ca.crt"]))
     context.load_cert_chain(str(pki["admin.crt"]), str(pki["admin.key"]))
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -321,7 +302,7 @@ def _make_pki(workdir: Path) -> dict[str, Path]:
     return files
 
 
-def _write_kubeconfig(path: Path, url: str, ca_file: Path, *, user: dict[str, str]) -> None:
+def write_kubeconfig(path: Path, url: str, ca_file: Path, *, user: dict[str, str]) -> None:
     import yaml
 
     config = {

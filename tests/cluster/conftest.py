@@ -17,8 +17,9 @@ from common import runtime
 from common.config import Settings
 from common.runtime import Runtime
 from local import controlplane
-from local import workloads as workloads_module
 from local.controlplane import ControlPlane
+from tests.cluster import workloads as workloads_module
+from tests.cluster.planes import service_account_kubeconfig
 from tests.conftest import function_client
 
 ACCOUNTS = {
@@ -55,7 +56,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 @pytest.fixture(scope="session")
 def kubeconfigs(control_plane: ControlPlane) -> dict[str, Path]:
     return {
-        name: control_plane.service_account_kubeconfig(account)
+        name: service_account_kubeconfig(control_plane, account)
         for name, account in ACCOUNTS.items()
     }
 
@@ -82,7 +83,7 @@ def as_function(
 @pytest.fixture(scope="session")
 def workloads(control_plane: ControlPlane) -> ControlPlane:
     """The control plane with what runs workloads beside it: the real kube-controller-manager
-    and kube-scheduler, and kwok in the kubelet's place with one fake node (local.workloads).
+    and kube-scheduler, and kwok in the kubelet's place with one fake node (tests/cluster/workloads.py).
     Claims for the jobs' folders and the results are bound to static volumes, as a cluster's
     provisioner would bind them."""
     assets = controlplane.find_assets()

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 
 from common.db import Database
 from local.controlplane import ControlPlane
+from tests.cluster.planes import restart_apiserver, stop_apiserver
 from tests.provider import start_body
 
 WORKERS = 6
@@ -47,11 +48,11 @@ def test_api_server_outage_loses_no_job(
     for w in workers:
         w.start()
     time.sleep(1)
-    control_plane.stop_apiserver()
+    stop_apiserver(control_plane)
     for w in workers:
         w.join()
     during = len(results)
-    control_plane.restart_apiserver()
+    restart_apiserver(control_plane)
     after = [
         client.post("/api/v1/operator/compute", json=start_body(f"k8s-after-{i}")).status_code
         for i in range(3)

@@ -1,7 +1,7 @@
 """The engine's Kubernetes runner on a real Job controller, scheduler and garbage collector.
 
 Only the kubelet is missing: kwok stands in for it and runs no container; its rules
-(local/kwok-stages.yaml) end a pod of image harness/exit:<code> with that exit code, keep a
+(tests/cluster/kwok-stages.yaml) end a pod of image harness/exit:<code> with that exit code, keep a
 harness/sleep pod running, and complete any other. Conditions, deadlines, the pod failure
 policy, scheduling, ownership and garbage collection are Kubernetes' own code.
 """

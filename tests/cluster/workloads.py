@@ -1,8 +1,8 @@
-"""What runs workloads in a real cluster, for the control plane of local.controlplane: the real
+"""What runs workloads in a real cluster, for the tests' control plane (local.controlplane): the real
 kube-controller-manager (Job controller, garbage collector, TTL, volume binding...) and
 kube-scheduler, and kwok in the kubelet's place with one fake node.
 
-kwok runs no container. Its rules (local/kwok-stages.yaml) move each pod bound to the fake node
+kwok runs no container. Its rules (kwok-stages.yaml, beside this file) move each pod bound to the fake node
 to Running, then to Succeeded or Failed with the exit code its image names. Everything else a
 batch Job goes through is Kubernetes' own code: the Job's conditions, deadlines, pod failure
 policy, TTL, ownership and garbage collection, scheduling (a pod asking more than the node has
@@ -17,8 +17,7 @@ from pathlib import Path
 from local.controlplane import ControlPlane, spawn
 from local.ports import free_ports
 
-ROOT = Path(__file__).resolve().parent.parent
-STAGES = ROOT / "local" / "kwok-stages.yaml"
+STAGES = Path(__file__).resolve().parent / "kwok-stages.yaml"
 NODE = "kwok-node-0"
 NODE_CPU, NODE_MEMORY = "16", "64Gi"  # what the fake node offers the scheduler
 READY_TIMEOUT_SECONDS = 60
