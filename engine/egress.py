@@ -27,13 +27,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import stage
+from engine import inside
 
 TABLE = "operator_engine"
 PREFIX = "oe-"  # of namespaces and of the host's ends of veth pairs
 POOL = ipaddress.ip_network("100.100.0.0/16")  # a /30 per stage
 SLOTS = POOL.num_addresses // 4
-BLOCKED = tuple(net for net, _ in stage.BLOCKED if ":" not in net)  # IPv6 never leaves
+BLOCKED = tuple(net for net, _ in inside.BLOCKED if ":" not in net)  # IPv6 never leaves
 CALL_SECONDS = 30
 
 RULESET = f"""

@@ -1,7 +1,7 @@
-"""The configure and publish stages: programs that run inside a job's sandbox.
+"""The programs run inside a job's sandbox for its configure and publish stages.
 
-    python3 -I stage.py configure     # /data/ddos/workflow.json -> algorithm and inputs
-    python3 -I stage.py publish       # /data/outputs -> /results/outputs + manifest.json
+    python3 -I inside.py configure     # /data/ddos/workflow.json -> algorithm and inputs
+    python3 -I inside.py publish       # /data/outputs -> /results/outputs + manifest.json
 
 The standard library only, since a sandbox sees the system's Python and nothing of the
 project's environment; the engine passes this file's source to the interpreter. Everything
@@ -464,7 +464,7 @@ def publish_one(name: str, folder: int, budget: Budget) -> dict[str, Any] | None
 if __name__ == "__main__":
     programs = {"configure": configure, "publish": publish}
     if len(sys.argv) != 2 or sys.argv[1] not in programs:
-        print(f"usage: stage.py {'|'.join(programs)}", file=sys.stderr)
+        print(f"usage: inside.py {'|'.join(programs)}", file=sys.stderr)
         sys.exit(2)
     try:
         sys.exit(programs[sys.argv[1]]())

@@ -130,8 +130,8 @@ class JobRun:
             return self.failed(Status.ALGORITHM_FAILED)
         (self.data / "ddos").mkdir()
         self.ctx.runner.provide(self.data / "ddos")  # configure replaces the workflow in it
-        stage = self.stage()
-        (self.data / "ddos" / "workflow.json").write_text(json.dumps(stage))
+        ocean_stage = self.ocean_stage()
+        (self.data / "ddos" / "workflow.json").write_text(json.dumps(ocean_stage))
         config = self.ctx.config
         env = {
             "MAX_INPUT_BYTES": str(min(config.max_input_bytes, self.env.disk_bytes)),
@@ -144,10 +144,10 @@ class JobRun:
         outcome = self.run_stage(
             self.stage_spec(
                 Stage.CONFIGURE,
-                _stage_program("configure"),
+                _inside_program("configure"),
                 env=env,
                 # Only what it fetches over the network needs one; the algorithm never gets it.
-                network=_fetches_remotely(stage),
+                network=_fetches_remotely(ocean_stage),
                 allow_networks=self.env.allow_networks,
                 binds=binds,
                 limits=self.stage_limits(spent=time.monotonic() - began),  # the pull's too
@@ -155,14 +155,14 @@ class JobRun:
         )
         if outcome.ending is Ending.STOPPED:
             return self.to_publish(Stage.CONFIGURE, "stopped on request while configuring")
-        if outcome.succeeded and not _entrypoint(stage):
+        if outcome.succeeded and not _entrypoint(ocean_stage):
             self.note(Stage.CONFIGURE, "the algorithm has no container entrypoint")
             return self.failed(Status.ALGORITHM_FAILED)
         if outcome.succeeded:
-            self.notes.write("fetched", receipts.fetched(self.data, stage))
+            self.notes.write("fetched", receipts.fetched(self.data, ocean_stage))
             self.persist(Status.PROVISIONED)
             return Status.PROVISIONED
-        # configure exits with the status to fail with, where it knows which (engine/stage.py)
+        # configure exits with the status to fail with, where it knows which (engine/inside.py)
         failed = (Status.DATA_FAILED, Status.ALGORITHM_FAILED)
         code = outcome.exit_code if outcome.exit_code in failed else Status.DATA_FAILED
         self.note(Stage.CONFIGURE, f"configure {outcome.describe()}")
@@ -173,7 +173,7 @@ class JobRun:
         pull counts within stageSeconds); what will run is noted for the algorithm stage and
         the receipt. ImageRefused says why it will not run."""
         self.notes.write("image", None)  # what an earlier configure of the job noted
-        container = (self.stage().get("algorithm") or {}).get("container") or {}
+        container = (self.ocean_stage().get("algorithm") or {}).get("container") or {}
         ref = images.from_container(container)
         if ref is None:
             return
@@ -235,12 +235,12 @@ class JobRun:
         return Status.PUBLISHING
 
     def algorithm_spec(self) -> StageSpec:
-        stage = self.stage()
-        algorithm = stage.get("algorithm") or {}
+        ocean_stage = self.ocean_stage()
+        algorithm = ocean_stage.get("algorithm") or {}
         image = self.notes.read("image") or {}
         inputs = [  # an input without id (a plain URL) is in no DID list
             item["id"]
-            for item in stage.get("input") or []
+            for item in ocean_stage.get("input") or []
             if isinstance(item, dict) and item.get("id")
         ]
         env = {
@@ -262,7 +262,7 @@ class JobRun:
         )
         return self.stage_spec(
             Stage.ALGORITHM,
-            ("sh", "-c", _entrypoint(stage)),
+            ("sh", "-c", _entrypoint(ocean_stage)),
             env=env,
             network=self.env.network,
             limits=limits,
@@ -300,7 +300,7 @@ class JobRun:
             outcome = self.run_stage(
                 self.stage_spec(
                     Stage.PUBLISH,
-                    _stage_program("publish"),
+                    _inside_program("publish"),
                     env={
                         "QUOTA_BYTES": str(self.outputs_quota()),
                         "MAX_OUTPUTS": str(self.ctx.config.max_outputs),
@@ -330,8 +330,8 @@ class JobRun:
 
     def receipt(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         """What the job's receipt says (engine/receipts.py), from what the engine saw."""
-        stage = self.stage()
-        container = _container(stage)
+        ocean_stage = self.ocean_stage()
+        container = _container(ocean_stage)
         fetched = self.notes.read("fetched") or {"algorithm": {}, "inputs": []}
         image = self.notes.read("image") or {}
         outputs = [e for e in entries if e["type"] == "output"]
@@ -358,7 +358,7 @@ class JobRun:
                 else None,
                 "imageDigest": image.get("digest"),
                 "runtime": image.get("runtime"),
-                "entrypoint": _entrypoint(stage),
+                "entrypoint": _entrypoint(ocean_stage),
             },
             "inputs": fetched["inputs"],
             "downloadedBytes": fetched.get("downloadedBytes", 0),
@@ -437,7 +437,9 @@ class JobRun:
     def note(self, stage: Stage, text: str) -> None:
         self.ctx.results.note(self.job_id, stage, text)
 
-    def stage(self) -> dict[str, Any]:
+    def ocean_stage(self) -> dict[str, Any]:
+        """Stage 0 of Ocean's workflow, as the Provider sent it: what the job is to run, on what
+        (not one of our `Stage`s, which are the steps that run it)."""
         stages = self.job.workflow.get("spec", {}).get("metadata", {}).get("stages") or [{}]
         first = stages[0]
         return first if isinstance(first, dict) else {}
@@ -574,36 +576,36 @@ def _listed(entry: dict[str, Any]) -> dict[str, Any]:
     return {key: entry[key] for key in ("filename", "filesize", "sha256", "type")}
 
 
-def _fetches_remotely(stage: dict[str, Any]) -> bool:
+def _fetches_remotely(ocean_stage: dict[str, Any]) -> bool:
     """Whether configure fetches anything but raw code and file:// inputs (a URL it cannot
     read as text counts, so that configure reports it)."""
-    algorithm = stage.get("algorithm") or {}
+    algorithm = ocean_stage.get("algorithm") or {}
     urls: list[Any] = []
     if isinstance(algorithm, dict) and not algorithm.get("rawcode"):
         urls.append(algorithm.get("url"))
-    for item in stage.get("input") or []:
+    for item in ocean_stage.get("input") or []:
         if isinstance(item, dict) and not item.get("remote"):
             found = item.get("url")
             urls += found if isinstance(found, list) else [found]
     return any(not (isinstance(url, str) and url.startswith("file:")) for url in urls if url)
 
 
-def _container(stage: dict[str, Any]) -> dict[str, Any]:
+def _container(ocean_stage: dict[str, Any]) -> dict[str, Any]:
     """The algorithm's container, or {} where a careless writer stored something else."""
-    algorithm = stage.get("algorithm")
+    algorithm = ocean_stage.get("algorithm")
     container = algorithm.get("container") if isinstance(algorithm, dict) else None
     return container if isinstance(container, dict) else {}
 
 
-def _entrypoint(stage: dict[str, Any]) -> str:
-    entrypoint = _container(stage).get("entrypoint")
+def _entrypoint(ocean_stage: dict[str, Any]) -> str:
+    entrypoint = _container(ocean_stage).get("entrypoint")
     return entrypoint if isinstance(entrypoint, str) else ""
 
 
-def _stage_program(name: str) -> tuple[str, ...]:
-    return ("python3", "-I", "-c", _stage_source(), name)
+def _inside_program(name: str) -> tuple[str, ...]:
+    return ("python3", "-I", "-c", _inside_source(), name)
 
 
 @functools.cache
-def _stage_source() -> str:
-    return resources.files("engine").joinpath("stage.py").read_text()
+def _inside_source() -> str:
+    return resources.files("engine").joinpath("inside.py").read_text()

@@ -88,13 +88,13 @@ def stage_record(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def fetched(data: Path, stage: Mapping[str, Any]) -> dict[str, Any]:
+def fetched(data: Path, ocean_stage: Mapping[str, Any]) -> dict[str, Any]:
     """The sha256 and size of what configure left for the algorithm: its code and each input
     file, read without following a link (the engine is root; the folder is the job's)."""
-    algorithm = stage.get("algorithm") or {}
+    algorithm = ocean_stage.get("algorithm") or {}
     code = _hashed(data, ("transformations", "algorithm"))
     inputs = []
-    for position, item in enumerate(stage.get("input") or []):
+    for position, item in enumerate(ocean_stage.get("input") or []):
         if not isinstance(item, dict):
             continue
         index = item.get("index", position)

@@ -36,6 +36,7 @@ from engine.cgroups import Cgroups, Group, GroupLimits
 from engine.container import Podman
 from engine.egress import Egress, EgressUnavailable, Route
 from engine.images import ImageRefused
+from engine.inside import Fetcher, Refused
 from engine.logpipe import LogPipe
 from engine.results import remove_tree
 from engine.runner import (
@@ -46,7 +47,6 @@ from engine.runner import (
     Stage,
     StageSpec,
 )
-from engine.stage import Fetcher, Refused
 from engine.volumes import Volumes
 
 NOBODY = 65534

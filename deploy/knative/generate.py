@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from common import routes  # noqa: E402 - after the path that makes it importable
-from engine.stage import BLOCKED  # noqa: E402 - the networks no fetch reaches, one list
+from engine.inside import BLOCKED  # noqa: E402 - the networks no fetch reaches, one list
 
 NAMESPACE = "ocean-operator"
 # Tagged with the project's version, the one in pyproject.toml (`make bump` changes it).

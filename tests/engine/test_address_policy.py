@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.stage import Fetcher
+from engine.inside import Fetcher
 
 
 def fetcher(*allowed: str) -> Fetcher:

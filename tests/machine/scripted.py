@@ -40,7 +40,7 @@ class Script:
 
 
 # What each stage does unless a test says otherwise: configure leaves the algorithm and an
-# input, the algorithm an output; publish copies the outputs as engine/stage.py does.
+# input, the algorithm an output; publish copies the outputs as engine/inside.py does.
 CONFIGURED = Script(files={"transformations/algorithm": b"print(1)", "inputs/0/0": b"a,b\n"})
 COMPUTED = Script(files={f"outputs/{OUTPUT}": b"42\n"})
 RUNS_UNTIL_STOPPED = Script(ending=None)
@@ -143,7 +143,7 @@ def _outcome(ending: Ending, exit_code: int | None, detail: str) -> Outcome:
 
 
 def _publish(spec: StageSpec) -> None:
-    """What engine/stage.py's publish does, for plain files: outputs copied to the results
+    """What engine/inside.py's publish does, for plain files: outputs copied to the results
     folder it is given, with a manifest."""
     results = next(host for host, inside, _ in spec.extra_binds if inside == "/results")
     manifest = []
