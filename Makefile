@@ -35,7 +35,7 @@ manifests: $(STAMP)
 bump: $(STAMP)
 	$(PY) tools/bump.py $(PART)
 
-# Apply everything to the current kube context (README: Deploying).
+# Apply everything to the current kube context (docs/deploying.md).
 deploy:
 	kubectl apply -f deploy/knative/crd.yaml -f deploy/knative/rbac.yaml \
 		-f deploy/knative/config.yaml -f deploy/knative/services.yaml -f deploy/knative/routing.yaml \

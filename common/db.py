@@ -111,7 +111,7 @@ class Database:
         self._startup_params = {"TimeZone": "UTC"}
         if settings.postgres_pooler == "none":
             # PgBouncer refuses a startup parameter it does not track: through a pooler, the
-            # limit is the role's (README: PgBouncer).
+            # limit is the role's (docs/deploying.md: PgBouncer).
             self._startup_params["statement_timeout"] = str(STATEMENT_TIMEOUT_MS)
 
     def query(self, sql: str, **params: Any) -> list[Row]:

@@ -108,7 +108,7 @@ def build_runner(config: EngineConfig, settings: Settings) -> Runner[Any]:
                 "no control group can be made here (the engine is not root, or the cgroup "
                 "controllers memory and pids are not writable): each sandbox process is "
                 "bounded on its own, and several processes, tmpfs and shared memory together "
-                "are not (README: Isolation)"
+                "are not (docs/security.md)"
             )
         log.info("sandboxes: %s, %s", sandbox.tool, sandbox.bounds())
         return sandbox

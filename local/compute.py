@@ -30,7 +30,7 @@ HEARTBEAT_WAIT_SECONDS = 30
 PR_SET_PDEATHSIG = 1
 
 DEFAULT_CONFIG = """\
-# The environments the local engine serves (README: The engine). Written once by `make run`;
+# The environments the local engine serves (docs/configuration.md: engine.yaml). Written once by `make run`;
 # edit it and restart `make run` to change them. maxJobDuration and storageExpiry are left
 # out, so ALGO_POD_TIMEOUT and STORAGE_EXPIRY (or the engine's defaults) decide them.
 environments:

@@ -152,7 +152,7 @@ def dashboard() -> dict[str, Any]:
         "title": "Operator service",
         "uid": "operator-service",
         "description": "Requests, authentication, dependencies and the engine's jobs and queue "
-        "(metrics: docs/contract.md, README's Observability)",
+        "(metrics: docs/contract.md, docs/observability.md)",
         "tags": ["operator-service", "compute-to-data"],
         "timezone": "utc",
         "schemaVersion": 39,

@@ -36,7 +36,7 @@ GATEWAY = {
     "namespace": NAMESPACE,
 }
 THREADS = 8  # the server's threads; containerConcurrency matches them, so none queue inside
-# The connection budget (README: Connections, and PgBouncer). A pod is one worker process, which
+# The connection budget (docs/deploying.md: Connections, and PgBouncer). A pod is one worker process, which
 # holds up to THREADS PostgreSQL connections, one a thread. Directly, every pod of every
 # function shares max_connections (100 by default) with the engine and the superusers' reserve
 # (about 15): 80 connections, 10 pods, split by how busy each function gets. Through PgBouncer

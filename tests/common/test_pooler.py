@@ -24,7 +24,7 @@ from tests.local.test_run import ROOT
 
 TIER = "REQUIRE_POOLER_TIER"
 # What a request may take before PostgreSQL cancels it: the service sends it as a startup
-# parameter, which PgBouncer refuses, so through a pooler it is the role's (README: PgBouncer).
+# parameter, which PgBouncer refuses, so through a pooler it is the role's (docs/deploying.md: PgBouncer).
 ROLE_SETUP = "ALTER ROLE postgres SET statement_timeout = '15s'"
 SUITES = ("tests/functions", "tests/hardening", "tests/common/test_nonces.py")
 

@@ -52,7 +52,7 @@ def test_prometheus_scrapes_every_function_pod_where_it_serves_metrics() -> None
 
 def test_every_pod_at_its_maximum_scale_fits_postgresql_default_connections() -> None:
     """A pod holds a connection per thread; all of them together must leave room in
-    PostgreSQL's default max_connections (100) for the engine and the superusers (README)."""
+    PostgreSQL's default max_connections (100) for the engine and the superusers (docs/deploying.md)."""
     held = 0
     for service in load("services.yaml"):
         template = service["spec"]["template"]

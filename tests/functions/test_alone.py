@@ -1,4 +1,4 @@
-"""One function run alone the way functions-framework users run one (README: "One function
+"""One function run alone the way functions-framework users run one (docs/deploying.md: "One function
 alone"): the `functions-framework` command as a process, on a real port and the test database."""
 
 from __future__ import annotations
