@@ -30,9 +30,10 @@ HEARTBEAT_WAIT_SECONDS = 30
 PR_SET_PDEATHSIG = 1
 
 DEFAULT_CONFIG = """\
-# The environments the local engine serves (docs/configuration.md: engine.yaml). Written once by `make run`;
-# edit it and restart `make run` to change them. maxJobDuration and storageExpiry are left
-# out, so ALGO_POD_TIMEOUT and STORAGE_EXPIRY (or the engine's defaults) decide them.
+# The environments the local engine serves (docs/configuration.md: engine.yaml). Written once
+# by `make run`; edit it and restart `make run` to change them. maxJobDuration and
+# storageExpiry are left out, so ALGO_POD_TIMEOUT and STORAGE_EXPIRY (or the engine's
+# defaults) decide them.
 environments:
   - id: ocean-compute
     description: bubblewrap sandboxes on this machine

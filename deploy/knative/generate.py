@@ -36,12 +36,12 @@ GATEWAY = {
     "namespace": NAMESPACE,
 }
 THREADS = 8  # the server's threads; containerConcurrency matches them, so none queue inside
-# The connection budget (docs/deploying.md: Connections, and PgBouncer). A pod is one worker process, which
-# holds up to THREADS PostgreSQL connections, one a thread. Directly, every pod of every
-# function shares max_connections (100 by default) with the engine and the superusers' reserve
-# (about 15): 80 connections, 10 pods, split by how busy each function gets. Through PgBouncer
-# (POSTGRES_POOLER=transaction) a pod's connections are PgBouncer's clients: raise these up to
-# its max_client_conn / THREADS.
+# The connection budget (docs/deploying.md: Connections, and PgBouncer). A pod is one worker
+# process, which holds up to THREADS PostgreSQL connections, one a thread. Directly, every pod
+# of every function shares max_connections (100 by default) with the engine and the
+# superusers' reserve (about 15): 80 connections, 10 pods, split by how busy each function
+# gets. Through PgBouncer (POSTGRES_POOLER=transaction) a pod's connections are PgBouncer's
+# clients: raise these up to its max_client_conn / THREADS.
 MAX_SCALE = {"status": 3, "start": 2, "result": 2, "stop": 1, "list": 1, "admin_init": 1}
 JOBS_NAMESPACE = "ocean-compute"
 ENGINE_PORT = 9090  # the engine's /metrics and /healthz

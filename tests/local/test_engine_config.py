@@ -11,7 +11,7 @@ from local.compute import write_default_config
 
 # What versions before 2026-12-05 wrote, byte for byte.
 EARLIER_DEFAULT = """\
-# The environments the local engine serves (docs/configuration.md: engine.yaml). Written once by `make run`;
+# The environments the local engine serves (README: The engine). Written once by `make run`;
 # edit it and restart `make run` to change them.
 environments:
   - id: ocean-compute
