@@ -1,14 +1,15 @@
 """The engine's configuration: the environments it serves, from the YAML file ENGINE_CONFIG.
 
 `EngineConfig.load` parses and validates the file once into frozen dataclasses and raises one
-`ConfigError` naming every bad key. Defaults come from the service's own settings:
+`ConfigError` naming every bad key, and every key it does not know (a typo would otherwise
+leave a limit at its default without a word). Defaults come from the service's own settings:
 `maxJobDuration` from ALGO_POD_TIMEOUT, `storageExpiry` from STORAGE_EXPIRY.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,7 @@ class EngineConfig:
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{source}: must be a mapping with `environments`")
         reader = _Reader(problems)
+        raw = reader.checked(raw, "")
         defaults = {
             "maxJobDuration": settings.algo_pod_timeout or DEFAULT_DURATION,
             "storageExpiry": settings.storage_expiry or DEFAULT_STORAGE_EXPIRY,
@@ -171,6 +173,7 @@ class EngineConfig:
         if not isinstance(engine, Mapping):
             problems.append("engine: must be a mapping")
             engine = {}
+        engine = reader.checked(engine, "engine.")
         results = engine.get("resultsRoot") or settings.results_root
         if results is None:
             problems.append("engine.resultsRoot (or RESULTS_ROOT): where results are published")
@@ -199,6 +202,7 @@ class EngineConfig:
             sandbox=_sandbox(engine.get("sandbox"), problems),
             kubernetes=_kubernetes(reader, engine.get("kubernetes")),
         )
+        problems += reader.unknown_keys()
         if problems:
             raise ConfigError(f"{source}: " + "; ".join(problems))
         return config
@@ -207,6 +211,22 @@ class EngineConfig:
 class _Reader:
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
+        self.mappings: list[_Checked] = []
+
+    def checked(self, raw: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+        """`raw`, noting the keys the parser reads of it (`where`: its path, with a dot)."""
+        mapping = _Checked(raw, where)
+        self.mappings.append(mapping)
+        return mapping
+
+    def unknown_keys(self) -> list[str]:
+        """A problem for each key of the file that the parser never read."""
+        return [
+            f"{mapping.where}{key}: unknown key"
+            for mapping in self.mappings
+            for key in mapping
+            if key not in mapping.read
+        ]
 
     def number(self, raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
         value = raw.get(key, default)
@@ -214,6 +234,22 @@ class _Reader:
             self.problems.append(f"{where}.{key}: must be a positive number")
             return default
         return float(value)
+
+
+class _Checked(Mapping[str, Any]):
+    def __init__(self, raw: Mapping[str, Any], where: str) -> None:
+        self.raw, self.where = raw, where
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:  # Mapping.get comes through here too
+        self.read.add(key)
+        return self.raw[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
 
 def _sandbox(value: Any, problems: list[str]) -> str | None:
@@ -230,6 +266,7 @@ def _kubernetes(reader: _Reader, raw: Any) -> KubernetesRunner | None:
     if not isinstance(raw, Mapping):
         reader.problems.append(f"{where}: must be a mapping (image, jobsClaim, resultsClaim)")
         return None
+    raw = reader.checked(raw, f"{where}.")
     texts = {}
     for key in ("image", "jobsClaim", "resultsClaim"):
         value = raw.get(key)
@@ -262,6 +299,7 @@ def _environment(
     if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str) or not raw["id"]:
         reader.problems.append(f"{where}: needs an `id` (the namespace of its jobs)")
         return Environment(namespace=f"invalid-{position}")
+    raw = reader.checked(raw, f"{where}.")
     chains = raw.get("allowedChainId") or []
     if not isinstance(chains, list) or not all(isinstance(c, int) for c in chains):
         reader.problems.append(f"{where}.allowedChainId: must be a list of integers")
