@@ -16,6 +16,7 @@ a stop, and removes what is left of a job's containers when it finishes or takes
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -220,8 +221,9 @@ class Podman:
 
 
 def _seccomp_profile() -> Path | None:
-    """podman's default profile with the sandboxes' refusals, written once per engine; None
-    (podman's default alone) where there is no default to start from or no filter here."""
+    """podman's default profile with the sandboxes' refusals, written once per runner and
+    removed when the process exits; None (podman's default alone) where there is no default to
+    start from or no filter here."""
     try:
         base = json.loads(DEFAULT_PROFILE.read_text())
         profile = seccomp.oci_profile(base)
@@ -230,4 +232,6 @@ def _seccomp_profile() -> Path | None:
     fd, path = tempfile.mkstemp(prefix="operator-engine-seccomp-", suffix=".json")
     with os.fdopen(fd, "w") as out:
         json.dump(profile, out)
-    return Path(path)
+    written = Path(path)
+    atexit.register(written.unlink, missing_ok=True)
+    return written

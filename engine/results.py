@@ -150,11 +150,16 @@ def _manifest(path: Path) -> list[dict[str, Any]]:
 
 
 def remove_tree(folder: Path) -> None:
-    """Delete a job's folder even where its algorithm took away its own permissions."""
+    """Delete a job's folder even where its algorithm took away its own permissions. Only what
+    is inside the folder, and the folder, is ever unlocked: where the folder itself cannot go
+    (a mount point, something held), its parent (the engine's work root) keeps its mode."""
+    top = os.path.abspath(folder)
 
     def unlock(function: Any, path: str, _: Any) -> None:
         with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), 0o700)
+            parent = os.path.dirname(os.path.abspath(path))
+            if parent == top or parent.startswith(top + os.sep):
+                os.chmod(parent, 0o700)
             os.chmod(path, 0o700)
             function(path)
 
