@@ -60,7 +60,10 @@ class Reaper:
         if os.getpid() != self.owner or self.process.stdin is None:
             return
         self.process.stdin.close()
-        self.process.wait(timeout)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print("operator-service: still stopping what the run started", file=sys.stderr)
 
     def _order(self, order: dict[str, Any]) -> None:
         assert self.process.stdin is not None
