@@ -35,7 +35,7 @@ class EmbeddedPostgres:
         """Stop the server the way an outage does: sessions are cut, nothing waits for them."""
         subprocess.run(
             [str(self.pg_ctl), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"],
-            user=self.server.system_user,
+            user=self.system_user,
             check=True,
             capture_output=True,
             timeout=60,

@@ -118,20 +118,24 @@ def _stop_postgres(pg_ctl: str, data_dir: str, user: str | None) -> None:
 
 def _start_time(pid: int) -> str | None:
     """When `pid` started (/proc/<pid>/stat's 22nd field): a pid reused since is another."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = _stat(pid)
+    return fields[19] if fields else None
 
 
 def _running(pid: int) -> bool:
     """Alive and not a zombie (the run, its parent, may not have reaped it yet)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command's name (which may hold spaces and
+    parentheses), from the state on; empty when there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return []
+    return stat.rsplit(")", 1)[1].split()
 
 
 def _signal(pid: int, number: int) -> None:

@@ -44,7 +44,7 @@ from local import compute, controlplane, postgres
 from local.reaper import Reaper
 
 ROOT = Path(__file__).resolve().parent.parent
-# Seconds each part gets to stop when the run ends (docs/testing.md: the run stops in under 3 s):
+# Seconds each part gets to stop when the run ends (docs/running.md: the run stops in under 3 s):
 # the engine hands its jobs back, requests in flight finish.
 ENGINE_GRACE, CONTROL_PLANE_GRACE, SERVER_GRACE = 2.5, 0.5, 2
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
